@@ -1,0 +1,267 @@
+//! [`EventBus`]: registers handlers, runs their pipelines, publishes events.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::pipeline::PipelineBuilder;
+use crate::transport::{Subscription, SubscriptionSpec, Transport, TransportError};
+use crate::worker::{PartitionedWorkers, DEFAULT_WORKER_QUEUE};
+use crate::{BoxError, Envelope, Event, Handler};
+
+/// The entry point of a service: handlers are registered on it, then
+/// [`EventBus::start`] subscribes every group and runs its workers.
+///
+/// ```
+/// use eventbus_core::{async_trait, BoxError, Context, Event, EventBus, Handle, Handler, MemoryTransport};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Event, Serialize, Deserialize)]
+/// #[event(key = "user_id")]
+/// struct UserRegistered { user_id: u64 }
+///
+/// #[derive(Handler)]
+/// #[handler(group = "email", events(UserRegistered))]
+/// struct Welcome;
+///
+/// #[async_trait]
+/// impl Handle<UserRegistered> for Welcome {
+///     async fn handle(&self, e: UserRegistered, _cx: &Context) -> Result<(), BoxError> {
+///         println!("welcome, user {}", e.user_id);
+///         Ok(())
+///     }
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let mut bus = EventBus::new(MemoryTransport::new());
+/// bus.register(Welcome);
+/// let running = bus.start().await.unwrap();
+/// running.publish(&UserRegistered { user_id: 1 }).await.unwrap();
+/// running.shutdown().await;
+/// # });
+/// ```
+pub struct EventBus {
+    transport: Arc<dyn Transport>,
+    pipelines: Vec<PipelineBuilder>,
+    worker_queue: usize,
+}
+
+impl std::fmt::Debug for EventBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventBus")
+            .field("pipelines", &self.pipelines)
+            .finish_non_exhaustive()
+    }
+}
+
+
+/// Error starting the bus.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Two handlers registered the same group (they would split its events).
+    #[error("handler group `{0}` registered twice; give each handler its own group")]
+    DuplicateGroup(String),
+    /// Two event types share a name.
+    #[error("{0}")]
+    DuplicateEventName(String),
+    /// A subscription could not be opened.
+    #[error("cannot subscribe group `{group}`: {source}")]
+    Subscribe {
+        /// The group.
+        group: String,
+        /// Why.
+        #[source]
+        source: TransportError,
+    },
+}
+
+impl EventBus {
+    /// A bus on `transport`.
+    pub fn new<T: Transport>(transport: T) -> Self {
+        Self::from_arc(Arc::new(transport))
+    }
+
+    /// A bus on a shared transport.
+    pub fn from_arc(transport: Arc<dyn Transport>) -> Self {
+        Self {
+            transport,
+            pipelines: Vec::new(),
+            worker_queue: DEFAULT_WORKER_QUEUE,
+        }
+    }
+
+    /// Registers a handler with the standard pipeline.
+    pub fn register<H: Handler>(&mut self, handler: H) -> &mut Self {
+        self.register_with(handler, |p| p)
+    }
+
+    /// Registers a handler, customising its pipeline (extra layers, config overrides).
+    pub fn register_with<H, F>(&mut self, handler: H, customize: F) -> &mut Self
+    where
+        H: Handler,
+        F: FnOnce(PipelineBuilder) -> PipelineBuilder,
+    {
+        let builder = PipelineBuilder::new(Arc::new(handler));
+        self.pipelines.push(customize(builder));
+        self
+    }
+
+    /// Sets the capacity of each worker's queue (default 64).
+    pub fn worker_queue(&mut self, capacity: usize) -> &mut Self {
+        self.worker_queue = capacity.max(1);
+        self
+    }
+
+    /// A publisher on this bus's transport.
+    pub fn publisher(&self) -> EventPublisher {
+        EventPublisher {
+            transport: self.transport.clone(),
+        }
+    }
+
+    /// Subscribes every registered group and starts its workers.
+    pub async fn start(self) -> Result<RunningBus, StartError> {
+        crate::EventRegistry::global()
+            .check()
+            .map_err(StartError::DuplicateEventName)?;
+        let mut groups = HashSet::new();
+        for p in &self.pipelines {
+            if !groups.insert(p.config().group.clone()) {
+                return Err(StartError::DuplicateGroup(p.config().group.clone()));
+            }
+        }
+        let token = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        for builder in self.pipelines {
+            let handler_events = builder_events(&builder);
+            let (config, pipeline) = builder.build();
+            let spec = SubscriptionSpec::new(config.group.clone(), handler_events)
+                .prefetch(config.prefetch);
+            let subscription = self.transport.subscribe(spec).await.map_err(|source| {
+                StartError::Subscribe {
+                    group: config.group.clone(),
+                    source,
+                }
+            })?;
+            let workers = PartitionedWorkers::spawn(
+                &config.group,
+                config.concurrency,
+                config.ordering,
+                self.worker_queue,
+                pipeline,
+            );
+            tracker.spawn(receive(
+                config.group.clone(),
+                subscription,
+                workers,
+                token.clone(),
+            ));
+        }
+        tracker.close();
+        Ok(RunningBus {
+            publisher: EventPublisher {
+                transport: self.transport,
+            },
+            token,
+            tracker,
+        })
+    }
+}
+
+fn builder_events(builder: &PipelineBuilder) -> Vec<String> {
+    builder.events().iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// Pulls deliveries from the subscription into the workers until cancelled,
+/// then drains the workers before releasing the subscription.
+async fn receive(
+    group: String,
+    mut subscription: Subscription,
+    workers: PartitionedWorkers,
+    token: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = token.cancelled() => break,
+            next = subscription.next() => next,
+        };
+        match next {
+            Some(Ok(delivery)) => {
+                if workers.dispatch(delivery).await.is_err() {
+                    break;
+                }
+            }
+            Some(Err(e)) => {
+                tracing::error!(group = %group, error = %e, "subscription error");
+            }
+            None => {
+                tracing::warn!(group = %group, "subscription ended");
+                break;
+            }
+        }
+    }
+    workers.shutdown().await;
+    drop(subscription);
+}
+
+/// Publishes typed events through the bus's transport (confirmed).
+#[derive(Clone)]
+pub struct EventPublisher {
+    transport: Arc<dyn Transport>,
+}
+
+impl std::fmt::Debug for EventPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventPublisher").finish_non_exhaustive()
+    }
+}
+
+impl EventPublisher {
+    /// Wraps `event` in a new envelope and publishes it; returns once confirmed.
+    pub async fn publish<E: Event>(&self, event: &E) -> Result<Envelope, BoxError> {
+        let envelope = Envelope::from_event(event)?;
+        self.transport.publish(&envelope).await?;
+        Ok(envelope)
+    }
+
+    /// Publishes a prepared envelope.
+    pub async fn publish_envelope(&self, envelope: &Envelope) -> Result<(), TransportError> {
+        self.transport.publish(envelope).await
+    }
+}
+
+/// A started bus. Publish through it; [`RunningBus::shutdown`] drains in-flight work.
+pub struct RunningBus {
+    publisher: EventPublisher,
+    token: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl std::fmt::Debug for RunningBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningBus").finish_non_exhaustive()
+    }
+}
+
+impl RunningBus {
+    /// Publishes `event`; returns its envelope once the transport confirmed it.
+    pub async fn publish<E: Event>(&self, event: &E) -> Result<Envelope, BoxError> {
+        self.publisher.publish(event).await
+    }
+
+    /// A clonable publisher.
+    pub fn publisher(&self) -> EventPublisher {
+        self.publisher.clone()
+    }
+
+    /// Stops taking deliveries, finishes and settles everything already
+    /// handed to workers, then closes the subscriptions. Deliveries the
+    /// transport had prefetched but not yet handed out are returned to it.
+    pub async fn shutdown(self) {
+        self.token.cancel();
+        self.tracker.wait().await;
+    }
+}

@@ -1,0 +1,61 @@
+//! # eventbus-core
+//!
+//! The broker-agnostic framework behind `eventbus`: typed events, the handler
+//! pipeline, key-ordered workers and the transport contract.
+//!
+//! # Layout
+//! - [`event`]: the [`Event`] trait, the wire [`Envelope`], [`Headers`] and the
+//!   [`EventRegistry`] that restores type-erased events by name.
+//! - [`handler`]: [`Handle<E>`] (one per event type), [`Handler`] (a group of
+//!   them, usually derived), [`Context`], [`HandleError`].
+//! - [`middleware`]: tower layers — tracing, timeout, retry, panic recovery,
+//!   dead-lettering. Each is a `Layer` + `Service` pair.
+//! - [`pipeline`]: assembles the layers around a handler.
+//! - [`worker`]: key-ordered partitioned workers with bounded queues.
+//! - [`transport`]: the [`Publisher`]/[`Subscriber`] contract and the
+//!   always-built [`MemoryTransport`].
+//! - [`bus`]: [`EventBus`], which ties it together.
+//! - `testing` (feature `test-util`): the conformance kit every transport runs.
+
+#[allow(unused_extern_crates)]
+extern crate self as eventbus_core;
+
+pub mod bus;
+pub mod event;
+pub mod handler;
+pub mod middleware;
+pub mod pipeline;
+pub mod transport;
+pub mod worker;
+
+#[cfg(feature = "test-util")]
+pub mod testing;
+
+#[doc(hidden)]
+pub mod __private;
+
+pub use bus::{EventBus, EventPublisher, RunningBus, StartError};
+pub use event::{
+    header, AnyEvent, DecodeError, EncodeError, Envelope, Event, EventRegistration, EventRegistry,
+    Headers,
+};
+pub use handler::{
+    handler_fn, Backoff, Context, FailureKind, Handle, HandleError, Handler, HandlerConfig, Ordering,
+    RetryPolicy,
+};
+pub use transport::{
+    memory::MemoryTransport, Acker, Delivery, Publisher, Subscriber, Subscription,
+    SubscriptionSpec, Transport, TransportError,
+};
+
+/// Derive macros (re-exported so `use eventbus_core::Event` brings trait and derive).
+pub use eventbus_macros::{Event, Handler};
+
+/// The error currency passed between layers and returned by handlers.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with [`BoxError`].
+pub type Result<T, E = BoxError> = std::result::Result<T, E>;
+
+/// `async_trait`, re-exported so handler impls need no extra dependency.
+pub use async_trait::async_trait;

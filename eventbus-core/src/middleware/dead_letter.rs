@@ -1,0 +1,92 @@
+//! Turns a final failure into a dead letter instead of an error.
+
+use std::task::{Context as TaskContext, Poll};
+
+use futures_util::future::BoxFuture;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::{header, Context, Envelope, HandleError};
+
+/// What became of a delivery after the pipeline ran.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// A handler succeeded (or skipped a duplicate): ack it.
+    Handled,
+    /// Retries ran out or the failure is permanent: move this envelope (the
+    /// original with failure headers) to the dead-letter destination.
+    DeadLetter(Envelope),
+}
+
+/// Catches the error that survives the retry layer and answers
+/// [`Outcome::DeadLetter`] with the error, failure kind, attempt count and
+/// group recorded in the headers (`x-eventbus-*`).
+#[derive(Debug, Clone, Default)]
+pub struct DeadLetterLayer;
+
+impl DeadLetterLayer {
+    /// The layer.
+    pub fn new() -> Self {
+        Self
+    }
+}
+
+impl<S> Layer<S> for DeadLetterLayer {
+    type Service = DeadLetter<S>;
+    fn layer(&self, inner: S) -> DeadLetter<S> {
+        DeadLetter { inner }
+    }
+}
+
+/// See [`DeadLetterLayer`].
+#[derive(Debug, Clone)]
+pub struct DeadLetter<S> {
+    inner: S,
+}
+
+/// The dead-letter copy of `cx`'s envelope for `error`.
+pub fn dead_letter_envelope(cx: &Context, error: &HandleError) -> Envelope {
+    let mut env = cx.envelope().clone();
+    env.headers.insert(header::DEAD_LETTER_ERROR, error.to_string());
+    env.headers
+        .insert(header::DEAD_LETTER_REASON, error.kind().as_str());
+    env.headers.insert(
+        header::DEAD_LETTER_ATTEMPTS,
+        cx.attempts_made().max(1).to_string(),
+    );
+    env.headers.insert(header::DEAD_LETTER_GROUP, cx.group());
+    env
+}
+
+// ===== impl DeadLetter =====
+
+impl<S> Service<Context> for DeadLetter<S>
+where
+    S: Service<Context, Response = (), Error = HandleError>,
+    S::Future: Send + 'static,
+{
+    type Response = Outcome;
+    type Error = HandleError;
+    type Future = BoxFuture<'static, Result<Outcome, HandleError>>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), HandleError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Context) -> Self::Future {
+        let fut = self.inner.call(req.clone());
+        Box::pin(async move {
+            match fut.await {
+                Ok(()) => Ok(Outcome::Handled),
+                Err(e) => {
+                    tracing::error!(
+                        error = %e,
+                        attempts = req.attempts_made(),
+                        "giving up on message; dead-lettering it"
+                    );
+                    Ok(Outcome::DeadLetter(dead_letter_envelope(&req, &e)))
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,1 @@
+pub use eventbus_core::*;
