@@ -4,6 +4,7 @@ pub use crate::event::EventRegistration;
 pub use crate::handler::dispatch_to;
 pub use futures_util::future::BoxFuture;
 pub use inventory;
+pub use serde;
 pub use std::boxed::Box;
 pub use std::string::{String, ToString};
 pub use std::sync::Arc;

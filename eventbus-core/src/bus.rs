@@ -182,10 +182,12 @@ async fn receive(
     workers: PartitionedWorkers,
     token: CancellationToken,
 ) {
+    let cancelled = token.cancelled();
+    tokio::pin!(cancelled);
     loop {
         let next = tokio::select! {
             biased;
-            _ = token.cancelled() => break,
+            _ = &mut cancelled => break,
             next = subscription.next() => next,
         };
         match next {
@@ -220,10 +222,11 @@ impl std::fmt::Debug for EventPublisher {
 }
 
 impl EventPublisher {
-    /// Wraps `event` in a new envelope and publishes it; returns once confirmed.
-    pub async fn publish<E: Event>(&self, event: &E) -> Result<Envelope, BoxError> {
-        let envelope = Envelope::from_event(event)?;
-        self.transport.publish(&envelope).await?;
+    /// Wraps `event` in a new envelope and publishes it; returns the
+    /// envelope once the transport confirmed it.
+    pub async fn publish<E: Event>(&self, event: &E) -> Result<Arc<Envelope>, BoxError> {
+        let envelope = Arc::new(Envelope::from_event(event)?);
+        self.transport.publish_shared(envelope.clone()).await?;
         Ok(envelope)
     }
 
@@ -248,7 +251,7 @@ impl std::fmt::Debug for RunningBus {
 
 impl RunningBus {
     /// Publishes `event`; returns its envelope once the transport confirmed it.
-    pub async fn publish<E: Event>(&self, event: &E) -> Result<Envelope, BoxError> {
+    pub async fn publish<E: Event>(&self, event: &E) -> Result<Arc<Envelope>, BoxError> {
         self.publisher.publish(event).await
     }
 

@@ -61,7 +61,7 @@ async fn failing_handler_is_retried_then_succeeds() {
 async fn dead_letter_of(t: &MemoryTransport, group: &str) -> eventbus_core::Envelope {
     let mut dlq = t.subscribe_dead_letters(group, 8).await.unwrap();
     let d = expect_delivery(&mut dlq, "dead letter").await;
-    let env = d.envelope.clone();
+    let env = (*d.envelope).clone();
     d.ack().await.unwrap();
     expect_quiet(&mut dlq, "one dead letter only").await;
     env

@@ -37,7 +37,7 @@ impl Envelope {
     pub fn from_event<E: Event>(event: &E) -> Result<Self, EncodeError> {
         let payload = codec::encode(E::NAME, event)?;
         Ok(Self {
-            id: Uuid::now_v7(),
+            id: new_message_id(),
             name: E::NAME.to_owned(),
             version: E::VERSION,
             key: event.partition_key(),
@@ -83,4 +83,19 @@ impl Envelope {
         }
         self
     }
+}
+
+/// A fresh UUIDv7 message id: 48-bit Unix milliseconds, then random bits.
+///
+/// Built from a thread-local fast RNG rather than the OS RNG: ids need to be
+/// unique, not unpredictable, and this is on the publish hot path.
+pub fn new_message_id() -> Uuid {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let random: [u8; 10] = fastrand::u128(..).to_le_bytes()[..10]
+        .try_into()
+        .expect("10 bytes");
+    uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid()
 }

@@ -6,7 +6,7 @@ mod headers;
 mod registry;
 
 pub use codec::{DecodeError, EncodeError, JSON_CONTENT_TYPE};
-pub use envelope::Envelope;
+pub use envelope::{new_message_id, Envelope};
 pub use headers::{header, Headers};
 pub use registry::{AnyEvent, EventRegistration, EventRegistry};
 

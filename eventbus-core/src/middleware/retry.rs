@@ -58,14 +58,14 @@ where
     }
 
     fn call(&mut self, req: Context) -> Self::Future {
-        // The ready clone is used for the first attempt; later ones clone again.
-        let clone = self.inner.clone();
-        let mut first = std::mem::replace(&mut self.inner, clone);
+        // The first attempt uses the service that was polled ready; a clone
+        // is kept for later attempts (the future must be 'static).
+        let first = self.inner.call(req.clone());
+        let mut again = self.inner.clone();
         let policy = self.policy;
-        let template = self.inner.clone();
         Box::pin(async move {
             let mut cx = req;
-            let mut result = first.call(cx.clone()).await;
+            let mut result = first.await;
             loop {
                 match result {
                     Ok(r) => return Ok(r),
@@ -83,7 +83,10 @@ where
                         );
                         tokio::time::sleep(delay).await;
                         cx = cx.next_attempt();
-                        result = template.clone().oneshot(cx.clone()).await;
+                        result = match again.ready().await {
+                            Ok(svc) => svc.call(cx.clone()).await,
+                            Err(e) => Err(e),
+                        };
                     }
                 }
             }

@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::Utc;
-use uuid::Uuid;
 
 use crate::transport::{Delivery, Subscription, SubscriptionSpec, Transport};
 use crate::event::JSON_CONTENT_TYPE as JSON;
@@ -32,7 +31,7 @@ pub const QUIET_PERIOD: Duration = Duration::from_millis(300);
 
 /// A unique name for this run: `prefix-<uuid>`.
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", Uuid::now_v7().simple())
+    format!("{prefix}-{}", crate::event::new_message_id().simple())
 }
 
 /// A test envelope for event `name` with key `key` and payload `{"n": n}`.
@@ -40,7 +39,7 @@ pub fn envelope(name: &str, key: Option<&str>, n: u64) -> Envelope {
     let mut headers = Headers::new();
     headers.insert("x-test-n", n.to_string());
     Envelope {
-        id: Uuid::now_v7(),
+        id: crate::event::new_message_id(),
         name: name.to_owned(),
         version: 1,
         key: key.map(str::to_owned),
@@ -111,11 +110,11 @@ pub async fn envelope_round_trip<T: Transport + ?Sized>(t: &T) {
     publish(t, &sent).await;
     publish(t, &unkeyed).await;
     let d = expect_delivery(&mut sub, "round trip").await;
-    assert_eq!(d.envelope, sent, "envelope changed in transit");
+    assert_eq!(*d.envelope, sent, "envelope changed in transit");
     assert!(!d.redelivered, "first delivery flagged redelivered");
     d.ack().await.expect("ack");
     let d = expect_delivery(&mut sub, "round trip unkeyed").await;
-    assert_eq!(d.envelope, unkeyed, "unkeyed envelope changed in transit");
+    assert_eq!(*d.envelope, unkeyed, "unkeyed envelope changed in transit");
     d.ack().await.expect("ack");
 }
 
@@ -267,13 +266,12 @@ pub async fn dead_letter_moves_message<T: Transport + ?Sized>(t: &T) {
     let e = envelope(&event, Some("k"), 1);
     publish(t, &e).await;
     let d = expect_delivery(&mut sub, "dlq: delivery").await;
-    let dead = d
-        .envelope
+    let dead = (*d.envelope)
         .clone()
         .with_header(crate::header::DEAD_LETTER_ERROR, "boom");
     d.dead_letter(dead.clone()).await.expect("dead_letter");
     let got = expect_delivery(&mut dlq, "dlq: dead letter").await;
-    assert_eq!(got.envelope, dead, "dead letter differs from what was sent");
+    assert_eq!(*got.envelope, dead, "dead letter differs from what was sent");
     got.ack().await.expect("ack dlq");
     expect_quiet(&mut sub, "dlq: original must not come back").await;
 }

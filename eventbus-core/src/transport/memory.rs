@@ -62,12 +62,14 @@ struct Message {
     /// Position in the queue's arrival order; requeued messages go back to
     /// their original place (as in RabbitMQ), not to the tail.
     seq: u64,
-    envelope: Envelope,
+    envelope: Arc<Envelope>,
     redelivered: bool,
 }
 
 #[derive(Default)]
 struct Queue {
+    /// The queue's own name (shared with its ackers).
+    name: Arc<str>,
     ready: VecDeque<Message>,
     /// delivery tag → (consumer id, message)
     unacked: BTreeMap<u64, (u64, Message)>,
@@ -78,7 +80,7 @@ struct Queue {
 }
 
 impl Queue {
-    fn push_new(&mut self, envelope: Envelope) {
+    fn push_new(&mut self, envelope: Arc<Envelope>) {
         self.next_seq += 1;
         self.ready.push_back(Message {
             seq: self.next_seq,
@@ -146,14 +148,14 @@ impl MemoryTransport {
         }
         state.next_consumer += 1;
         let id = state.next_consumer;
-        let q = state.queues.entry(queue.to_owned()).or_default();
+        let q = state.queue(queue);
         q.consumers.push(Consumer {
             id,
             prefetch: usize::from(prefetch.max(1)),
             in_flight: 0,
             tx,
         });
-        dispatch(&self.shared, queue, q);
+        dispatch(&self.shared, q);
         drop(state);
         Ok(Subscription::new(MemoryStream {
             guard: ConsumerGuard {
@@ -167,7 +169,7 @@ impl MemoryTransport {
 }
 
 /// Hands ready messages to consumers with free prefetch credit, round-robin.
-fn dispatch(shared: &Arc<Shared>, queue_name: &str, q: &mut Queue) {
+fn dispatch(shared: &Arc<Shared>, q: &mut Queue) {
     while !q.ready.is_empty() && !q.consumers.is_empty() {
         let n = q.consumers.len();
         let Some(idx) = (0..n)
@@ -188,7 +190,7 @@ fn dispatch(shared: &Arc<Shared>, queue_name: &str, q: &mut Queue) {
             msg.redelivered,
             Box::new(MemoryAcker {
                 shared: shared.clone(),
-                queue: queue_name.to_owned(),
+                queue: q.name.clone(),
                 tag,
                 settled: false,
             }),
@@ -208,6 +210,18 @@ fn dispatch(shared: &Arc<Shared>, queue_name: &str, q: &mut Queue) {
     }
 }
 
+impl State {
+    /// The queue `name`, created empty if missing.
+    fn queue(&mut self, name: &str) -> &mut Queue {
+        self.queues
+            .entry(name.to_owned())
+            .or_insert_with(|| Queue {
+                name: Arc::from(name),
+                ..Queue::default()
+            })
+    }
+}
+
 /// Removes delivery `tag` from the unacked set, returning the message.
 fn settle(state: &mut State, queue: &str, tag: u64) -> Result<Message, TransportError> {
     let q = state.queues.get_mut(queue).ok_or(TransportError::Settled)?;
@@ -221,7 +235,24 @@ fn settle(state: &mut State, queue: &str, tag: u64) -> Result<Message, Transport
 #[async_trait]
 impl Publisher for MemoryTransport {
     async fn publish(&self, envelope: &Envelope) -> Result<(), TransportError> {
-        self.publish_batch(std::slice::from_ref(envelope)).await
+        self.publish_shared(Arc::new(envelope.clone())).await
+    }
+
+    async fn publish_shared(&self, envelope: Arc<Envelope>) -> Result<(), TransportError> {
+        let mut state = self.shared.lock();
+        if state.closed {
+            return Err(TransportError::Closed);
+        }
+        let state = &mut *state;
+        if let Some(targets) = state.routes.get(&envelope.name) {
+            for name in targets {
+                if let Some(q) = state.queues.get_mut(name) {
+                    q.push_new(envelope.clone());
+                    dispatch(&self.shared, q);
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn publish_batch(&self, envelopes: &[Envelope]) -> Result<(), TransportError> {
@@ -234,10 +265,12 @@ impl Publisher for MemoryTransport {
             let Some(targets) = state.routes.get(&envelope.name) else {
                 continue; // no group subscribed: unroutable, like an AMQP exchange without bindings
             };
+            // One copy shared by every group's queue.
+            let shared = Arc::new(envelope.clone());
             for name in targets {
                 if let Some(q) = state.queues.get_mut(name) {
-                    q.push_new(envelope.clone());
-                    dispatch(&self.shared, name, q);
+                    q.push_new(shared.clone());
+                    dispatch(&self.shared, q);
                 }
             }
         }
@@ -253,7 +286,7 @@ impl Subscriber for MemoryTransport {
             if state.closed {
                 return Err(TransportError::Closed);
             }
-            state.queues.entry(spec.group.clone()).or_default();
+            state.queue(&spec.group);
             for event in &spec.events {
                 let bound = state.routes.entry(event.clone()).or_default();
                 if !bound.contains(&spec.group) {
@@ -275,7 +308,7 @@ impl Subscriber for MemoryTransport {
 
 struct MemoryAcker {
     shared: Arc<Shared>,
-    queue: String,
+    queue: Arc<str>,
     tag: u64,
     settled: bool,
 }
@@ -289,19 +322,18 @@ impl MemoryAcker {
         match outcome {
             Outcome::Ack | Outcome::Drop => {}
             Outcome::Requeue => {
-                if let Some(q) = state.queues.get_mut(&self.queue) {
+                if let Some(q) = state.queues.get_mut(&*self.queue) {
                     q.requeue(msg);
                 }
             }
             Outcome::DeadLetter(envelope) => {
-                let dlq_name = dead_letter_name(&self.queue);
-                let dlq = state.queues.entry(dlq_name.clone()).or_default();
-                dlq.push_new(envelope);
-                dispatch(&self.shared, &dlq_name, dlq);
+                let dlq = state.queue(&dead_letter_name(&self.queue));
+                dlq.push_new(Arc::new(envelope));
+                dispatch(&self.shared, dlq);
             }
         }
-        if let Some(q) = state.queues.get_mut(&self.queue) {
-            dispatch(&self.shared, &self.queue, q);
+        if let Some(q) = state.queues.get_mut(&*self.queue) {
+            dispatch(&self.shared, q);
         }
         Ok(())
     }
@@ -350,7 +382,7 @@ struct ConsumerGuard {
 impl Drop for ConsumerGuard {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
-        let Some(q) = state.queues.get_mut(&self.queue) else {
+        let Some(q) = state.queues.get_mut(&*self.queue) else {
             return;
         };
         q.consumers.retain(|c| c.id != self.consumer);
@@ -370,7 +402,7 @@ impl Drop for ConsumerGuard {
         if q.round_robin >= q.consumers.len() {
             q.round_robin = 0;
         }
-        dispatch(&self.shared, &self.queue, q);
+        dispatch(&self.shared, q);
     }
 }
 

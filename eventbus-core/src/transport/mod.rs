@@ -30,6 +30,7 @@ pub mod memory;
 
 use std::fmt;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
 use async_trait::async_trait;
@@ -94,6 +95,12 @@ pub trait Publisher: Send + Sync + 'static {
     /// Publishes one envelope; returns after the transport confirmed it.
     async fn publish(&self, envelope: &Envelope) -> Result<(), TransportError>;
 
+    /// Publishes a shared envelope. Transports that keep messages in memory
+    /// override this to avoid copying it; the default calls `publish`.
+    async fn publish_shared(&self, envelope: Arc<Envelope>) -> Result<(), TransportError> {
+        self.publish(&envelope).await
+    }
+
     /// Publishes several envelopes in order; returns after all are confirmed.
     /// Transports override this to pipeline confirms.
     async fn publish_batch(&self, envelopes: &[Envelope]) -> Result<(), TransportError> {
@@ -138,8 +145,8 @@ pub trait Acker: Send + Sync + 'static {
 
 /// One message handed to a consumer, to be settled with its [`Acker`].
 pub struct Delivery {
-    /// The message.
-    pub envelope: Envelope,
+    /// The message (shared: transports and the pipeline pass it on without copying).
+    pub envelope: Arc<Envelope>,
     /// The transport delivered it before (the handler may have seen it).
     pub redelivered: bool,
     acker: Box<dyn Acker>,
@@ -156,7 +163,7 @@ impl fmt::Debug for Delivery {
 
 impl Delivery {
     /// A delivery settled through `acker`.
-    pub fn new(envelope: Envelope, redelivered: bool, acker: Box<dyn Acker>) -> Self {
+    pub fn new(envelope: Arc<Envelope>, redelivered: bool, acker: Box<dyn Acker>) -> Self {
         Self {
             envelope,
             redelivered,
@@ -164,7 +171,7 @@ impl Delivery {
         }
     }
     /// Splits into message and acker.
-    pub fn into_parts(self) -> (Envelope, bool, Box<dyn Acker>) {
+    pub fn into_parts(self) -> (Arc<Envelope>, bool, Box<dyn Acker>) {
         (self.envelope, self.redelivered, self.acker)
     }
     /// Acks it.

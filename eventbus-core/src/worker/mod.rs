@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
-use tower::ServiceExt;
+use tower::{Service, ServiceExt};
 
 use crate::middleware::Outcome;
 use crate::pipeline::PipelineService;
@@ -131,20 +131,26 @@ async fn run_worker(
     index: usize,
     group: Arc<str>,
     mut rx: mpsc::Receiver<Delivery>,
-    pipeline: PipelineService,
+    mut pipeline: PipelineService,
 ) {
+    // One pipeline instance per worker, reused: deliveries are handled one
+    // at a time, so no per-message clone of the service stack is needed.
     while let Some(delivery) = rx.recv().await {
-        handle_one(&group, delivery, pipeline.clone()).await;
+        handle_one(&group, delivery, &mut pipeline).await;
     }
     tracing::debug!(group = %group, worker = index, "worker stopped");
 }
 
 /// Runs the pipeline for one delivery and settles it.
-pub async fn handle_one(group: &Arc<str>, delivery: Delivery, pipeline: PipelineService) {
+pub async fn handle_one(group: &Arc<str>, delivery: Delivery, pipeline: &mut PipelineService) {
     let (envelope, redelivered, acker) = delivery.into_parts();
-    let cx = Context::new(Arc::new(envelope), group.clone(), redelivered);
+    let cx = Context::new(envelope, group.clone(), redelivered);
     let id = cx.message_id();
-    let settled = match pipeline.oneshot(cx).await {
+    let result = match pipeline.ready().await {
+        Ok(svc) => svc.call(cx).await,
+        Err(e) => Err(e),
+    };
+    let settled = match result {
         Ok(Outcome::Handled) => acker.ack().await,
         Ok(Outcome::DeadLetter(env)) => acker.dead_letter(env).await,
         Err(e) => {

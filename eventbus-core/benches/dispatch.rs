@@ -1,0 +1,182 @@
+//! In-process publish → handled throughput and latency through the bus on the
+//! memory transport, beside a raw tokio-mpsc baseline of the same shape
+//! (producer → router → N bounded worker queues → trivial handler).
+//!
+//! Run: `cargo bench -p eventbus-core --bench dispatch` (env `EVENTS=n` to change the count).
+
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use eventbus_core::{async_trait, BoxError, Context, Event, EventBus, Handle, Handler, MemoryTransport};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, Notify};
+
+#[derive(Debug, Clone, Event, Serialize, Deserialize)]
+#[event(name = "bench.tick", key = "key")]
+struct Tick {
+    key: String,
+    seq: u64,
+    sent_ns: u64,
+}
+
+/// Latency histogram: 1 µs buckets up to 100 ms, plus overflow.
+struct Histogram {
+    buckets: Vec<AtomicU64>,
+}
+
+impl Histogram {
+    fn new() -> Self {
+        Self { buckets: (0..100_001).map(|_| AtomicU64::new(0)).collect() }
+    }
+    fn record(&self, d: Duration) {
+        let us = (d.as_micros() as usize).min(self.buckets.len() - 1);
+        self.buckets[us].fetch_add(1, AtomicOrdering::Relaxed);
+    }
+    fn percentile(&self, p: f64) -> u64 {
+        let total: u64 = self.buckets.iter().map(|b| b.load(AtomicOrdering::Relaxed)).sum();
+        let target = ((total as f64) * p).ceil() as u64;
+        let mut seen = 0;
+        for (us, b) in self.buckets.iter().enumerate() {
+            seen += b.load(AtomicOrdering::Relaxed);
+            if seen >= target.max(1) {
+                return us as u64;
+            }
+        }
+        self.buckets.len() as u64
+    }
+}
+
+struct Shared {
+    start: Instant,
+    handled: AtomicUsize,
+    target: usize,
+    done: Notify,
+    hist: Histogram,
+}
+
+impl Shared {
+    fn new(target: usize) -> Arc<Self> {
+        Arc::new(Self { start: Instant::now(), handled: AtomicUsize::new(0), target, done: Notify::new(), hist: Histogram::new() })
+    }
+    fn now_ns(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+    fn handled(&self, sent_ns: u64) {
+        self.hist.record(Duration::from_nanos(self.now_ns().saturating_sub(sent_ns)));
+        if self.handled.fetch_add(1, AtomicOrdering::AcqRel) + 1 == self.target {
+            self.done.notify_one();
+        }
+    }
+}
+
+#[derive(Handler)]
+#[handler(group = "bench", events(Tick), concurrency = 1, prefetch = 1024)]
+struct Trivial(Arc<Shared>);
+
+#[async_trait]
+impl Handle<Tick> for Trivial {
+    async fn handle(&self, e: Tick, _cx: &Context) -> Result<(), BoxError> {
+        self.0.handled(e.sent_ns);
+        Ok(())
+    }
+}
+
+struct Result_ {
+    rate: f64,
+    p50: u64,
+    p99: u64,
+}
+
+async fn run_bus(events: usize, keys: usize, workers: usize) -> Result_ {
+    let shared = Shared::new(events);
+    let mut bus = EventBus::new(MemoryTransport::new());
+    bus.register_with(Trivial(shared.clone()), |mut p| {
+        p.config_mut().concurrency = workers;
+        p.config_mut().group = format!("bench-{keys}-{workers}");
+        p
+    });
+    let running = bus.start().await.unwrap();
+    let publisher = running.publisher();
+    let key_names: Vec<String> = (0..keys).map(|k| format!("key-{k}")).collect();
+    let t0 = Instant::now();
+    let s = shared.clone();
+    let producer = tokio::spawn(async move {
+        for seq in 0..events {
+            let e = Tick { key: key_names[seq % keys].clone(), seq: seq as u64, sent_ns: s.now_ns() };
+            publisher.publish(&e).await.unwrap();
+            if seq % 256 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+    let done = shared.done.notified();
+    if shared.handled.load(AtomicOrdering::Acquire) < events {
+        done.await;
+    }
+    let elapsed = t0.elapsed();
+    producer.await.unwrap();
+    running.shutdown().await;
+    Result_ { rate: events as f64 / elapsed.as_secs_f64(), p50: shared.hist.percentile(0.50), p99: shared.hist.percentile(0.99) }
+}
+
+/// The baseline: the same shape with raw channels and no framework.
+async fn run_raw(events: usize, keys: usize, workers: usize) -> Result_ {
+    let shared = Shared::new(events);
+    let (tx, mut rx) = mpsc::channel::<Tick>(1024);
+    let mut worker_tx = Vec::new();
+    for _ in 0..workers {
+        let (wtx, mut wrx) = mpsc::channel::<Tick>(64);
+        worker_tx.push(wtx);
+        let s = shared.clone();
+        tokio::spawn(async move {
+            while let Some(e) = wrx.recv().await {
+                s.handled(e.sent_ns);
+            }
+        });
+    }
+    tokio::spawn(async move {
+        while let Some(e) = rx.recv().await {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            e.key.hash(&mut h);
+            let w = (h.finish() % worker_tx.len() as u64) as usize;
+            worker_tx[w].send(e).await.unwrap();
+        }
+    });
+    let key_names: Vec<String> = (0..keys).map(|k| format!("key-{k}")).collect();
+    let t0 = Instant::now();
+    let s = shared.clone();
+    let producer = tokio::spawn(async move {
+        for seq in 0..events {
+            let e = Tick { key: key_names[seq % keys].clone(), seq: seq as u64, sent_ns: s.now_ns() };
+            tx.send(e).await.unwrap();
+        }
+    });
+    let done = shared.done.notified();
+    if shared.handled.load(AtomicOrdering::Acquire) < events {
+        done.await;
+    }
+    let elapsed = t0.elapsed();
+    producer.await.unwrap();
+    Result_ { rate: events as f64 / elapsed.as_secs_f64(), p50: shared.hist.percentile(0.50), p99: shared.hist.percentile(0.99) }
+}
+
+fn main() {
+    let events: usize = std::env::var("EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(400_000);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    println!("eventbus dispatch benchmark: {events} events, memory transport, 2 runtime threads");
+    println!("{:>5} {:>7} | {:>12} {:>7} {:>7} | {:>12} {:>7} {:>7} | {:>9}", "keys", "workers", "bus ev/s", "p50 µs", "p99 µs", "raw ev/s", "p50 µs", "p99 µs", "cost ×raw");
+    // Warm up allocator and runtime.
+    rt.block_on(run_bus(20_000, 16, 4));
+    for keys in [1usize, 16, 1024] {
+        for workers in [1usize, 4, 16] {
+            let bus = rt.block_on(run_bus(events, keys, workers));
+            let raw = rt.block_on(run_raw(events, keys, workers));
+            println!(
+                "{:>5} {:>7} | {:>12.0} {:>7} {:>7} | {:>12.0} {:>7} {:>7} | {:>9.2}",
+                keys, workers, bus.rate, bus.p50, bus.p99, raw.rate, raw.p50, raw.p99, raw.rate / bus.rate
+            );
+        }
+    }
+}
