@@ -26,6 +26,8 @@
 //! - **Flow control.** [`SubscriptionSpec::prefetch`] bounds the unacked
 //!   deliveries per subscription (AMQP `basic.qos`, JetStream `max_ack_pending`).
 
+#[cfg(feature = "amqp")]
+pub mod amqp;
 pub mod memory;
 
 use std::fmt;
