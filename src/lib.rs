@@ -7,3 +7,6 @@
 extern crate self as eventbus;
 
 pub use eventbus_core::*;
+
+#[cfg(feature = "embedded")]
+pub mod embedded;

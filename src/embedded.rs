@@ -1,0 +1,68 @@
+//! The built-in broker inside your process (feature `embedded`).
+//!
+//! The broker listens on a loopback port and the bus reaches it through the
+//! AMQP transport — the very code path that talks to RabbitMQ — so moving to
+//! a standalone broker or RabbitMQ later changes only the URL.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), eventbus::BoxError> {
+//! let broker = eventbus::embedded::EmbeddedBroker::start("./data/broker").await?;
+//! let bus = eventbus::EventBus::new(broker.transport().await?);
+//! // … register handlers, start, publish …
+//! broker.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+use std::path::PathBuf;
+
+use eventbus_broker::{Broker, Config};
+use eventbus_core::transport::amqp::{AmqpConfig, AmqpTransport};
+use eventbus_core::{BoxError, TransportError};
+
+/// A broker running in this process.
+#[derive(Debug)]
+pub struct EmbeddedBroker {
+    broker: Broker,
+}
+
+impl EmbeddedBroker {
+    /// Starts a broker on `127.0.0.1` (a free port) keeping its data in `data_dir`.
+    pub async fn start(data_dir: impl Into<PathBuf>) -> Result<Self, BoxError> {
+        let mut config = Config::default();
+        config.amqp_listen = ([127, 0, 0, 1], 0).into();
+        config.data_dir = data_dir.into();
+        Self::start_with(config).await
+    }
+
+    /// Starts a broker with a full configuration.
+    pub async fn start_with(config: Config) -> Result<Self, BoxError> {
+        let broker = Broker::start(config).await?;
+        Ok(Self { broker })
+    }
+
+    /// `amqp://guest:guest@127.0.0.1:<port>/%2f` — for any AMQP client.
+    pub fn amqp_url(&self) -> String {
+        format!("amqp://guest:guest@{}/%2f", self.broker.amqp_addr())
+    }
+
+    /// The broker handle (users, vhosts, limits).
+    pub fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    /// An AMQP transport connected to this broker.
+    pub async fn transport(&self) -> Result<AmqpTransport, TransportError> {
+        AmqpTransport::connect(&self.amqp_url()).await
+    }
+
+    /// An AMQP transport with custom settings (its `uri` is replaced).
+    pub async fn transport_with(&self, mut config: AmqpConfig) -> Result<AmqpTransport, TransportError> {
+        config.uri = self.amqp_url();
+        AmqpTransport::connect_with(config).await
+    }
+
+    /// Stops the broker gracefully (clients get `connection.close` 320).
+    pub async fn shutdown(self) {
+        self.broker.shutdown().await;
+    }
+}
