@@ -15,11 +15,17 @@ const KEY: &str = "x-eb-key";
 const OCCURRED_AT: &str = "x-eb-occurred-at";
 
 /// The AMQP properties carrying `envelope`'s metadata.
-pub fn properties_for(envelope: &Envelope, persistent: bool) -> Result<BasicProperties, TransportError> {
+pub fn properties_for(
+    envelope: &Envelope,
+    persistent: bool,
+) -> Result<BasicProperties, TransportError> {
     let mut headers = FieldTable::default();
     headers.insert(VERSION.into(), AMQPValue::LongUInt(envelope.version));
     if let Some(key) = &envelope.key {
-        headers.insert(KEY.into(), AMQPValue::LongString(LongString::from(key.as_bytes())));
+        headers.insert(
+            KEY.into(),
+            AMQPValue::LongString(LongString::from(key.as_bytes())),
+        );
     }
     headers.insert(
         OCCURRED_AT.into(),
@@ -91,11 +97,7 @@ pub fn envelope_from_amqp(routing_key: &str, props: &BasicProperties, body: &[u8
     if let Some(table) = props.headers() {
         for (k, v) in table.inner() {
             match k.as_str() {
-                VERSION => {
-                    version = value_to_string(v)
-                        .and_then(|s| s.parse().ok())
-                        .unwrap_or(1)
-                }
+                VERSION => version = value_to_string(v).and_then(|s| s.parse().ok()).unwrap_or(1),
                 KEY => key = value_to_string(v),
                 OCCURRED_AT => {
                     occurred_at = value_to_string(v)
@@ -111,7 +113,9 @@ pub fn envelope_from_amqp(routing_key: &str, props: &BasicProperties, body: &[u8
         }
     }
     let id = match props.message_id() {
-        Some(m) => Uuid::parse_str(m.as_str()).unwrap_or_else(|_| derived_id(m.as_str().as_bytes())),
+        Some(m) => {
+            Uuid::parse_str(m.as_str()).unwrap_or_else(|_| derived_id(m.as_str().as_bytes()))
+        }
         None => derived_id(body),
     };
     let occurred_at = occurred_at

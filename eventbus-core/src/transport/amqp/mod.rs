@@ -23,8 +23,11 @@
 
 mod codec;
 
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::mpsc;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -72,8 +75,13 @@ impl AmqpConfig {
     }
 }
 
-/// The AMQP transport: one connection, one confirmed publishing channel,
-/// one channel per subscription.
+/// The AMQP transport: one connection with a confirmed publishing channel,
+/// one channel per subscription. It reconnects by itself: a publish after a
+/// lost connection opens a new one (the failed publish returns
+/// [`TransportError::Unavailable`] for the caller to retry), and each
+/// subscription re-opens its consumer with backoff, so handlers resume
+/// after a broker restart. Deliveries unacked when the connection dropped
+/// are redelivered by the broker (at-least-once).
 #[derive(Clone)]
 pub struct AmqpTransport {
     inner: Arc<Inner>,
@@ -81,8 +89,21 @@ pub struct AmqpTransport {
 
 struct Inner {
     config: AmqpConfig,
-    connection: Connection,
+    link: tokio::sync::Mutex<Option<Link>>,
+    closed: AtomicBool,
+}
+
+/// A live connection and its publishing channel.
+#[derive(Clone)]
+struct Link {
+    connection: Arc<Connection>,
     publisher: Channel,
+}
+
+impl Link {
+    fn healthy(&self) -> bool {
+        self.connection.status().connected() && self.publisher.status().connected()
+    }
 }
 
 impl std::fmt::Debug for AmqpTransport {
@@ -102,63 +123,110 @@ fn short(s: &str) -> Result<ShortString, TransportError> {
         .map_err(|_| TransportError::Rejected(format!("name longer than 255 bytes: {s:.40}…")))
 }
 
+/// Opens a connection, a confirmed publishing channel, and declares the exchanges.
+async fn open_link(config: &AmqpConfig) -> Result<Link, TransportError> {
+    let connection = Connection::connect(
+        &config.uri,
+        ConnectionProperties::default().with_connection_name("eventbus".into()),
+    )
+    .await
+    .map_err(unavailable)?;
+    let publisher = connection.create_channel().await.map_err(unavailable)?;
+    publisher
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(unavailable)?;
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    publisher
+        .exchange_declare(
+            short(&config.exchange)?,
+            ExchangeKind::Topic,
+            durable,
+            FieldTable::default(),
+        )
+        .await
+        .map_err(unavailable)?;
+    publisher
+        .exchange_declare(
+            short(&config.dead_letter_exchange)?,
+            ExchangeKind::Direct,
+            durable,
+            FieldTable::default(),
+        )
+        .await
+        .map_err(unavailable)?;
+    Ok(Link {
+        connection: Arc::new(connection),
+        publisher,
+    })
+}
+
+/// Where a subscription consumes from and how its queue is bound.
+#[derive(Clone)]
+struct ConsumeSpec {
+    queue: String,
+    prefetch: u16,
+    /// (exchange, routing key) bindings.
+    binds: Vec<(String, String)>,
+    /// The group whose dead-letter destination deliveries use.
+    group: Arc<str>,
+}
+
 impl AmqpTransport {
     /// Connects to `uri` with default settings and declares the exchanges.
     pub async fn connect(uri: &str) -> Result<Self, TransportError> {
         Self::connect_with(AmqpConfig::new(uri)).await
     }
 
-    /// Connects with `config` and declares the exchanges.
+    /// Connects with `config` and declares the exchanges. Fails if the
+    /// broker cannot be reached now; later outages are recovered from.
     pub async fn connect_with(config: AmqpConfig) -> Result<Self, TransportError> {
-        let connection = Connection::connect(
-            &config.uri,
-            ConnectionProperties::default().with_connection_name("eventbus".into()),
-        )
-        .await
-        .map_err(unavailable)?;
-        let publisher = connection.create_channel().await.map_err(unavailable)?;
-        publisher
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(unavailable)?;
-        let durable = ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        publisher
-            .exchange_declare(
-                short(&config.exchange)?,
-                ExchangeKind::Topic,
-                durable,
-                FieldTable::default(),
-            )
-            .await
-            .map_err(unavailable)?;
-        publisher
-            .exchange_declare(
-                short(&config.dead_letter_exchange)?,
-                ExchangeKind::Direct,
-                durable,
-                FieldTable::default(),
-            )
-            .await
-            .map_err(unavailable)?;
+        let link = open_link(&config).await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
-                connection,
-                publisher,
+                link: tokio::sync::Mutex::new(Some(link)),
+                closed: AtomicBool::new(false),
             }),
         })
     }
 
-    /// Closes the connection (unacked deliveries return to their queues).
+    /// The settings.
+    pub fn config(&self) -> &AmqpConfig {
+        &self.inner.config
+    }
+
+    /// Closes the connection and stops reconnecting (unacked deliveries
+    /// return to their queues).
     pub async fn close(&self) -> Result<(), TransportError> {
-        self.inner
-            .connection
-            .close(200, "bye".into())
-            .await
-            .map_err(unavailable)
+        self.inner.closed.store(true, AtomicOrdering::SeqCst);
+        let link = self.inner.link.lock().await.take();
+        match link {
+            Some(link) => link
+                .connection
+                .close(200, "bye".into())
+                .await
+                .map_err(unavailable),
+            None => Ok(()),
+        }
+    }
+
+    /// The current link, reconnecting if it broke.
+    async fn link(&self) -> Result<Link, TransportError> {
+        if self.inner.closed.load(AtomicOrdering::SeqCst) {
+            return Err(TransportError::Closed);
+        }
+        let mut guard = self.inner.link.lock().await;
+        if let Some(link) = guard.as_ref().filter(|l| l.healthy()) {
+            return Ok(link.clone());
+        }
+        tracing::info!(uri = %redact(&self.inner.config.uri), "connecting to AMQP broker");
+        let link = open_link(&self.inner.config).await?;
+        *guard = Some(link.clone());
+        Ok(link)
     }
 
     fn queue_args(&self) -> FieldTable {
@@ -179,8 +247,8 @@ impl AmqpTransport {
         envelope: &Envelope,
     ) -> Result<lapin::PublisherConfirm, TransportError> {
         let props = properties_for(envelope, self.inner.config.persistent)?;
-        self.inner
-            .publisher
+        let link = self.link().await?;
+        link.publisher
             .basic_publish(
                 short(exchange)?,
                 short(routing_key)?,
@@ -192,21 +260,20 @@ impl AmqpTransport {
             .map_err(unavailable)
     }
 
-    async fn consume(
+    /// Opens a channel, declares and binds the queue, starts consuming.
+    async fn open_consumer(
         &self,
-        queue: &str,
-        prefetch: u16,
-        bind: impl FnOnce(Channel) -> futures_util::future::BoxFuture<'static, Result<(), lapin::Error>>,
-    ) -> Result<Subscription, TransportError> {
-        let channel = self
-            .inner
+        spec: &ConsumeSpec,
+    ) -> Result<(Channel, lapin::Consumer), TransportError> {
+        let link = self.link().await?;
+        let channel = link
             .connection
             .create_channel()
             .await
             .map_err(unavailable)?;
         channel
             .queue_declare(
-                short(queue)?,
+                short(&spec.queue)?,
                 QueueDeclareOptions {
                     durable: true,
                     ..Default::default()
@@ -215,62 +282,144 @@ impl AmqpTransport {
             )
             .await
             .map_err(unavailable)?;
-        bind(channel.clone()).await.map_err(unavailable)?;
+        for (exchange, key) in &spec.binds {
+            channel
+                .queue_bind(
+                    short(&spec.queue)?,
+                    short(exchange)?,
+                    short(key)?,
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(unavailable)?;
+        }
         channel
-            .basic_qos(prefetch.max(1), BasicQosOptions::default())
+            .basic_qos(spec.prefetch.max(1), BasicQosOptions::default())
             .await
             .map_err(unavailable)?;
         let consumer = channel
             .basic_consume(
-                short(queue)?,
+                short(&spec.queue)?,
                 "".into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
             .await
             .map_err(unavailable)?;
-        let transport = self.clone();
-        let group: Arc<str> = Arc::from(
-            queue
-                .strip_suffix(".dead-letter")
-                .filter(|_| queue.ends_with(".dead-letter"))
-                .unwrap_or(queue),
-        );
-        let guard = ChannelGuard(channel);
-        let stream = consumer.map(move |item| {
-            let _keep = &guard;
-            match item {
-                Ok(d) => {
-                    let envelope = envelope_from_amqp(d.routing_key.as_str(), &d.properties, &d.data);
-                    Ok(Delivery::new(
-                        Arc::new(envelope),
-                        d.redelivered,
-                        Box::new(AmqpAcker {
-                            acker: d.acker,
-                            transport: transport.clone(),
-                            group: group.clone(),
-                        }),
-                    ))
-                }
-                Err(e) => Err(unavailable(e)),
-            }
-        });
-        Ok(Subscription::new(stream))
+        Ok((channel, consumer))
+    }
+
+    async fn consume(&self, spec: ConsumeSpec) -> Result<Subscription, TransportError> {
+        // The first consumer is opened here so that errors (access refused,
+        // bad names) reach the caller; later re-opens happen in the pump.
+        let first = self.open_consumer(&spec).await?;
+        let (tx, rx) = mpsc::channel(usize::from(spec.prefetch.max(1)));
+        tokio::spawn(pump(self.clone(), spec, first, tx));
+        Ok(Subscription::new(ReceiverStream(rx)))
+    }
+
+    fn delivery(&self, d: lapin::message::Delivery, group: &Arc<str>) -> Delivery {
+        let envelope = envelope_from_amqp(d.routing_key.as_str(), &d.properties, &d.data);
+        Delivery::new(
+            Arc::new(envelope),
+            d.redelivered,
+            Box::new(AmqpAcker {
+                acker: d.acker,
+                transport: self.clone(),
+                group: group.clone(),
+            }),
+        )
     }
 }
 
-/// Closes a subscription's channel when the subscription is dropped, so the
-/// broker requeues its unacked deliveries.
-struct ChannelGuard(Channel);
-
-impl Drop for ChannelGuard {
-    fn drop(&mut self) {
-        let channel = self.0.clone();
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                let _ = channel.close(200, "subscription dropped".into()).await;
-            });
+/// `amqp://user:***@host/…` for logs.
+fn redact(uri: &str) -> String {
+    match (uri.find("://"), uri.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &uri[s + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &uri[..s + 3], &uri[at..])
         }
+        _ => uri.to_owned(),
+    }
+}
+
+/// Moves deliveries from the broker into the subscription's bounded queue,
+/// re-opening the consumer (with backoff) when the channel or connection
+/// breaks, until the subscription is dropped or the transport closed.
+async fn pump(
+    transport: AmqpTransport,
+    spec: ConsumeSpec,
+    first: (Channel, lapin::Consumer),
+    tx: mpsc::Sender<Result<Delivery, TransportError>>,
+) {
+    let mut current = Some(first);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let (channel, mut consumer) = match current.take() {
+            Some(c) => c,
+            None => match transport.open_consumer(&spec).await {
+                Ok(c) => {
+                    tracing::info!(queue = %spec.queue, "consumer re-opened");
+                    backoff = Duration::from_millis(100);
+                    c
+                }
+                Err(TransportError::Closed) => return,
+                Err(e) => {
+                    tracing::warn!(queue = %spec.queue, error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot open consumer");
+                    tokio::select! {
+                        _ = tx.closed() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            },
+        };
+        loop {
+            tokio::select! {
+                _ = tx.closed() => {
+                    // Subscription dropped: closing the channel makes the
+                    // broker requeue whatever is still unacked.
+                    let _ = channel.close(200, "subscription dropped".into()).await;
+                    return;
+                }
+                item = consumer.next() => match item {
+                    Some(Ok(d)) => {
+                        let delivery = transport.delivery(d, &spec.group);
+                        if tx.send(Ok(delivery)).await.is_err() {
+                            let _ = channel.close(200, "subscription dropped".into()).await;
+                            return;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(queue = %spec.queue, error = %e, "consumer failed; reconnecting");
+                        break;
+                    }
+                    None => {
+                        tracing::warn!(queue = %spec.queue, "consumer ended; reconnecting");
+                        break;
+                    }
+                }
+            }
+        }
+        if transport.inner.closed.load(AtomicOrdering::SeqCst) {
+            return;
+        }
+    }
+}
+
+/// A bounded receiver as a stream.
+struct ReceiverStream(mpsc::Receiver<Result<Delivery, TransportError>>);
+
+impl futures_util::Stream for ReceiverStream {
+    type Item = Result<Delivery, TransportError>;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
     }
 }
 
@@ -311,27 +460,16 @@ impl Publisher for AmqpTransport {
 #[async_trait]
 impl Subscriber for AmqpTransport {
     async fn subscribe(&self, spec: SubscriptionSpec) -> Result<Subscription, TransportError> {
-        let exchange = short(&self.inner.config.exchange)?;
-        let queue = short(&spec.group)?;
-        let keys = spec
-            .events
-            .iter()
-            .map(|e| short(e))
-            .collect::<Result<Vec<_>, _>>()?;
-        self.consume(&spec.group, spec.prefetch, move |ch| {
-            Box::pin(async move {
-                for key in keys {
-                    ch.queue_bind(
-                        queue.clone(),
-                        exchange.clone(),
-                        key,
-                        QueueBindOptions::default(),
-                        FieldTable::default(),
-                    )
-                    .await?;
-                }
-                Ok(())
-            })
+        let exchange = &self.inner.config.exchange;
+        self.consume(ConsumeSpec {
+            queue: spec.group.clone(),
+            prefetch: spec.prefetch,
+            binds: spec
+                .events
+                .iter()
+                .map(|e| (exchange.clone(), e.clone()))
+                .collect(),
+            group: Arc::from(spec.group.as_str()),
         })
         .await
     }
@@ -341,21 +479,14 @@ impl Subscriber for AmqpTransport {
         group: &str,
         prefetch: u16,
     ) -> Result<Subscription, TransportError> {
-        let dlq = dead_letter_name(group);
-        let exchange = short(&self.inner.config.dead_letter_exchange)?;
-        let queue = short(&dlq)?;
-        let key = short(group)?;
-        self.consume(&dlq, prefetch, move |ch| {
-            Box::pin(async move {
-                ch.queue_bind(
-                    queue,
-                    exchange,
-                    key,
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-            })
+        self.consume(ConsumeSpec {
+            queue: dead_letter_name(group),
+            prefetch,
+            binds: vec![(
+                self.inner.config.dead_letter_exchange.clone(),
+                group.to_owned(),
+            )],
+            group: Arc::from(group),
         })
         .await
     }
