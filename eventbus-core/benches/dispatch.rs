@@ -2,14 +2,30 @@
 //! memory transport, beside a raw tokio-mpsc baseline of the same shape
 //! (producer → router → N bounded worker queues → trivial handler).
 //!
-//! Run: `cargo bench -p eventbus-core --bench dispatch` (env `EVENTS=n` to change the count).
+//! Run: `cargo bench -p eventbus-core --bench dispatch` (env `EVENTS=n` to
+//! change the count; `ONLY=16x4` to run one keys×workers shape; `MODE=bus`,
+//! `MODE=raw` or `MODE=rawjson` to run one column only, e.g. under a profiler).
+//!
+//! The bus's group queue is bounded at 1024 ready messages (`QUEUE=n` to
+//! change) like the baseline's producer channel, so both measure the same
+//! queueing; its
+//! prefetch (1024) and worker queues (64) match the baseline's router and
+//! worker channels. Columns:
+//! - `bus`: publish → transport → receiver → worker → pipeline → handler,
+//!   including the JSON encode/decode of the event and the ack;
+//! - `raw`: the same shape with raw tokio channels and the typed struct;
+//! - `raw+json`: `raw` plus the JSON encode/decode, to show what part of the
+//!   gap is the codec (which the bus cannot skip);
+//! - `cost ×raw` = raw ev/s ÷ bus ev/s (the per-event cost ratio).
 
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use eventbus_core::{async_trait, BoxError, Context, Event, EventBus, Handle, Handler, MemoryTransport};
+use eventbus_core::{
+    async_trait, BoxError, Context, Event, EventBus, Handle, Handler, MemoryTransport,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Notify};
 
@@ -28,14 +44,20 @@ struct Histogram {
 
 impl Histogram {
     fn new() -> Self {
-        Self { buckets: (0..100_001).map(|_| AtomicU64::new(0)).collect() }
+        Self {
+            buckets: (0..100_001).map(|_| AtomicU64::new(0)).collect(),
+        }
     }
     fn record(&self, d: Duration) {
         let us = (d.as_micros() as usize).min(self.buckets.len() - 1);
         self.buckets[us].fetch_add(1, AtomicOrdering::Relaxed);
     }
     fn percentile(&self, p: f64) -> u64 {
-        let total: u64 = self.buckets.iter().map(|b| b.load(AtomicOrdering::Relaxed)).sum();
+        let total: u64 = self
+            .buckets
+            .iter()
+            .map(|b| b.load(AtomicOrdering::Relaxed))
+            .sum();
         let target = ((total as f64) * p).ceil() as u64;
         let mut seen = 0;
         for (us, b) in self.buckets.iter().enumerate() {
@@ -58,13 +80,20 @@ struct Shared {
 
 impl Shared {
     fn new(target: usize) -> Arc<Self> {
-        Arc::new(Self { start: Instant::now(), handled: AtomicUsize::new(0), target, done: Notify::new(), hist: Histogram::new() })
+        Arc::new(Self {
+            start: Instant::now(),
+            handled: AtomicUsize::new(0),
+            target,
+            done: Notify::new(),
+            hist: Histogram::new(),
+        })
     }
     fn now_ns(&self) -> u64 {
         self.start.elapsed().as_nanos() as u64
     }
     fn handled(&self, sent_ns: u64) {
-        self.hist.record(Duration::from_nanos(self.now_ns().saturating_sub(sent_ns)));
+        self.hist
+            .record(Duration::from_nanos(self.now_ns().saturating_sub(sent_ns)));
         if self.handled.fetch_add(1, AtomicOrdering::AcqRel) + 1 == self.target {
             self.done.notify_one();
         }
@@ -91,7 +120,7 @@ struct Result_ {
 
 async fn run_bus(events: usize, keys: usize, workers: usize) -> Result_ {
     let shared = Shared::new(events);
-    let mut bus = EventBus::new(MemoryTransport::new());
+    let mut bus = EventBus::new(MemoryTransport::with_max_queue_len(queue_limit()));
     bus.register_with(Trivial(shared.clone()), |mut p| {
         p.config_mut().concurrency = workers;
         p.config_mut().group = format!("bench-{keys}-{workers}");
@@ -104,7 +133,11 @@ async fn run_bus(events: usize, keys: usize, workers: usize) -> Result_ {
     let s = shared.clone();
     let producer = tokio::spawn(async move {
         for seq in 0..events {
-            let e = Tick { key: key_names[seq % keys].clone(), seq: seq as u64, sent_ns: s.now_ns() };
+            let e = Tick {
+                key: key_names[seq % keys].clone(),
+                seq: seq as u64,
+                sent_ns: s.now_ns(),
+            };
             publisher.publish(&e).await.unwrap();
             if seq % 256 == 0 {
                 tokio::task::yield_now().await;
@@ -118,7 +151,11 @@ async fn run_bus(events: usize, keys: usize, workers: usize) -> Result_ {
     let elapsed = t0.elapsed();
     producer.await.unwrap();
     running.shutdown().await;
-    Result_ { rate: events as f64 / elapsed.as_secs_f64(), p50: shared.hist.percentile(0.50), p99: shared.hist.percentile(0.99) }
+    Result_ {
+        rate: events as f64 / elapsed.as_secs_f64(),
+        p50: shared.hist.percentile(0.50),
+        p99: shared.hist.percentile(0.99),
+    }
 }
 
 /// The baseline: the same shape with raw channels and no framework.
@@ -138,9 +175,7 @@ async fn run_raw(events: usize, keys: usize, workers: usize) -> Result_ {
     }
     tokio::spawn(async move {
         while let Some(e) = rx.recv().await {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            e.key.hash(&mut h);
-            let w = (h.finish() % worker_tx.len() as u64) as usize;
+            let w = (hash_key(&e.key) % worker_tx.len() as u64) as usize;
             worker_tx[w].send(e).await.unwrap();
         }
     });
@@ -149,7 +184,11 @@ async fn run_raw(events: usize, keys: usize, workers: usize) -> Result_ {
     let s = shared.clone();
     let producer = tokio::spawn(async move {
         for seq in 0..events {
-            let e = Tick { key: key_names[seq % keys].clone(), seq: seq as u64, sent_ns: s.now_ns() };
+            let e = Tick {
+                key: key_names[seq % keys].clone(),
+                seq: seq as u64,
+                sent_ns: s.now_ns(),
+            };
             tx.send(e).await.unwrap();
         }
     });
@@ -159,23 +198,155 @@ async fn run_raw(events: usize, keys: usize, workers: usize) -> Result_ {
     }
     let elapsed = t0.elapsed();
     producer.await.unwrap();
-    Result_ { rate: events as f64 / elapsed.as_secs_f64(), p50: shared.hist.percentile(0.50), p99: shared.hist.percentile(0.99) }
+    Result_ {
+        rate: events as f64 / elapsed.as_secs_f64(),
+        p50: shared.hist.percentile(0.50),
+        p99: shared.hist.percentile(0.99),
+    }
+}
+
+/// The bus's group queue limit: `QUEUE=n`, default 1024 (the baseline's
+/// producer channel capacity).
+fn queue_limit() -> usize {
+    std::env::var("QUEUE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024)
+}
+
+fn hash_key(key: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish()
+}
+
+/// The raw baseline plus a JSON encode before sending and a decode in the
+/// worker: the codec work the bus does per event, without the framework.
+async fn run_raw_json(events: usize, keys: usize, workers: usize) -> Result_ {
+    let shared = Shared::new(events);
+    let (tx, mut rx) = mpsc::channel::<(String, Vec<u8>)>(1024);
+    let mut worker_tx = Vec::new();
+    for _ in 0..workers {
+        let (wtx, mut wrx) = mpsc::channel::<(String, Vec<u8>)>(64);
+        worker_tx.push(wtx);
+        let s = shared.clone();
+        tokio::spawn(async move {
+            while let Some((_key, payload)) = wrx.recv().await {
+                let e: Tick = serde_json::from_slice(&payload).unwrap();
+                s.handled(e.sent_ns);
+            }
+        });
+    }
+    tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            let w = (hash_key(&m.0) % worker_tx.len() as u64) as usize;
+            worker_tx[w].send(m).await.unwrap();
+        }
+    });
+    let key_names: Vec<String> = (0..keys).map(|k| format!("key-{k}")).collect();
+    let t0 = Instant::now();
+    let s = shared.clone();
+    let producer = tokio::spawn(async move {
+        for seq in 0..events {
+            let e = Tick {
+                key: key_names[seq % keys].clone(),
+                seq: seq as u64,
+                sent_ns: s.now_ns(),
+            };
+            let payload = serde_json::to_vec(&e).unwrap();
+            tx.send((e.key, payload)).await.unwrap();
+        }
+    });
+    let done = shared.done.notified();
+    if shared.handled.load(AtomicOrdering::Acquire) < events {
+        done.await;
+    }
+    let elapsed = t0.elapsed();
+    producer.await.unwrap();
+    Result_ {
+        rate: events as f64 / elapsed.as_secs_f64(),
+        p50: shared.hist.percentile(0.50),
+        p99: shared.hist.percentile(0.99),
+    }
 }
 
 fn main() {
-    let events: usize = std::env::var("EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(400_000);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let events: usize = std::env::var("EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400_000);
+    let only: Option<(usize, usize)> = std::env::var("ONLY").ok().and_then(|v| {
+        let (k, w) = v.split_once('x')?;
+        Some((k.parse().ok()?, w.parse().ok()?))
+    });
+    let mode = std::env::var("MODE").unwrap_or_default();
+    let (do_bus, do_raw, do_raw_json) = (
+        mode.is_empty() || mode == "bus",
+        mode.is_empty() || mode == "raw",
+        mode.is_empty() || mode == "rawjson",
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     println!("eventbus dispatch benchmark: {events} events, memory transport, 2 runtime threads");
-    println!("{:>5} {:>7} | {:>12} {:>7} {:>7} | {:>12} {:>7} {:>7} | {:>9}", "keys", "workers", "bus ev/s", "p50 µs", "p99 µs", "raw ev/s", "p50 µs", "p99 µs", "cost ×raw");
+    println!(
+        "{:>5} {:>7} | {:>10} {:>7} {:>7} | {:>10} {:>7} {:>7} | {:>9} | {:>10} {:>9}",
+        "keys",
+        "workers",
+        "bus ev/s",
+        "p50 µs",
+        "p99 µs",
+        "raw ev/s",
+        "p50 µs",
+        "p99 µs",
+        "cost ×raw",
+        "raw+json",
+        "×raw+json"
+    );
     // Warm up allocator and runtime.
-    rt.block_on(run_bus(20_000, 16, 4));
+    if do_bus {
+        rt.block_on(run_bus(20_000, 16, 4));
+    }
+    let none = || Result_ {
+        rate: f64::NAN,
+        p50: 0,
+        p99: 0,
+    };
     for keys in [1usize, 16, 1024] {
         for workers in [1usize, 4, 16] {
-            let bus = rt.block_on(run_bus(events, keys, workers));
-            let raw = rt.block_on(run_raw(events, keys, workers));
+            if only.is_some_and(|o| o != (keys, workers)) {
+                continue;
+            }
+            let bus = if do_bus {
+                rt.block_on(run_bus(events, keys, workers))
+            } else {
+                none()
+            };
+            let raw = if do_raw {
+                rt.block_on(run_raw(events, keys, workers))
+            } else {
+                none()
+            };
+            let raw_json = if do_raw_json {
+                rt.block_on(run_raw_json(events, keys, workers))
+            } else {
+                none()
+            };
             println!(
-                "{:>5} {:>7} | {:>12.0} {:>7} {:>7} | {:>12.0} {:>7} {:>7} | {:>9.2}",
-                keys, workers, bus.rate, bus.p50, bus.p99, raw.rate, raw.p50, raw.p99, raw.rate / bus.rate
+                "{:>5} {:>7} | {:>10.0} {:>7} {:>7} | {:>10.0} {:>7} {:>7} | {:>9.2} | {:>10.0} {:>9.2}",
+                keys,
+                workers,
+                bus.rate,
+                bus.p50,
+                bus.p99,
+                raw.rate,
+                raw.p50,
+                raw.p99,
+                raw.rate / bus.rate,
+                raw_json.rate,
+                raw_json.rate / bus.rate
             );
         }
     }

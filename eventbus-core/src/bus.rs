@@ -6,10 +6,14 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::pipeline::PipelineBuilder;
+use tower::util::BoxCloneService;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::pipeline::{HandlerService, PipelineBuilder, SharedLayerFn};
 use crate::transport::{Subscription, SubscriptionSpec, Transport, TransportError};
 use crate::worker::{PartitionedWorkers, DEFAULT_WORKER_QUEUE};
-use crate::{BoxError, Envelope, Event, Handler};
+use crate::{BoxError, Context, Envelope, Event, HandleError, Handler};
 
 /// The entry point of a service: handlers are registered on it, then
 /// [`EventBus::start`] subscribes every group and runs its workers.
@@ -46,6 +50,7 @@ pub struct EventBus {
     transport: Arc<dyn Transport>,
     pipelines: Vec<PipelineBuilder>,
     worker_queue: usize,
+    inbox: Option<SharedLayerFn>,
 }
 
 impl std::fmt::Debug for EventBus {
@@ -56,13 +61,15 @@ impl std::fmt::Debug for EventBus {
     }
 }
 
-
 /// Error starting the bus.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// Two handlers registered the same group (they would split its events).
     #[error("handler group `{0}` registered twice; give each handler its own group")]
     DuplicateGroup(String),
+    /// A handler wants the inbox but the bus has no inbox layer.
+    #[error("handler group `{0}` uses the inbox but none is configured; call EventBus::inbox(inbox.layer())")]
+    InboxNotConfigured(String),
     /// Two event types share a name.
     #[error("{0}")]
     DuplicateEventName(String),
@@ -89,6 +96,7 @@ impl EventBus {
             transport,
             pipelines: Vec::new(),
             worker_queue: DEFAULT_WORKER_QUEUE,
+            inbox: None,
         }
     }
 
@@ -105,6 +113,20 @@ impl EventBus {
     {
         let builder = PipelineBuilder::new(Arc::new(handler));
         self.pipelines.push(customize(builder));
+        self
+    }
+
+    /// The inbox layer for every handler declared with `#[handler(inbox)]`
+    /// (or [`HandlerConfig::inbox`](crate::HandlerConfig)), usually
+    /// `inbox.layer()` from `eventbus_core::inbox::Inbox`. Handlers given
+    /// their own layer with [`PipelineBuilder::inbox`] keep it.
+    pub fn inbox<L>(&mut self, layer: L) -> &mut Self
+    where
+        L: Layer<HandlerService> + Send + Sync + 'static,
+        L::Service: Service<Context, Response = (), Error = HandleError> + Clone + Send + 'static,
+        <L::Service as Service<Context>>::Future: Send + 'static,
+    {
+        self.inbox = Some(Arc::new(move |s| BoxCloneService::new(layer.layer(s))));
         self
     }
 
@@ -132,19 +154,32 @@ impl EventBus {
                 return Err(StartError::DuplicateGroup(p.config().group.clone()));
             }
         }
+        let mut pipelines = Vec::with_capacity(self.pipelines.len());
+        for p in self.pipelines {
+            if p.config().inbox && !p.has_inbox_layer() {
+                match &self.inbox {
+                    Some(layer) => pipelines.push(p.inbox_shared(layer.clone())),
+                    None => return Err(StartError::InboxNotConfigured(p.config().group.clone())),
+                }
+            } else {
+                pipelines.push(p);
+            }
+        }
         let token = CancellationToken::new();
         let tracker = TaskTracker::new();
-        for builder in self.pipelines {
+        for builder in pipelines {
             let handler_events = builder_events(&builder);
             let (config, pipeline) = builder.build();
             let spec = SubscriptionSpec::new(config.group.clone(), handler_events)
                 .prefetch(config.prefetch);
-            let subscription = self.transport.subscribe(spec).await.map_err(|source| {
-                StartError::Subscribe {
-                    group: config.group.clone(),
-                    source,
-                }
-            })?;
+            let subscription =
+                self.transport
+                    .subscribe(spec)
+                    .await
+                    .map_err(|source| StartError::Subscribe {
+                        group: config.group.clone(),
+                        source,
+                    })?;
             let workers = PartitionedWorkers::spawn(
                 &config.group,
                 config.concurrency,

@@ -31,6 +31,13 @@ pub mod worker;
 #[cfg(feature = "test-util")]
 pub mod testing;
 
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+pub mod inbox;
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+pub mod migrate;
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+pub mod outbox;
+
 #[doc(hidden)]
 pub mod __private;
 
@@ -47,6 +54,11 @@ pub use transport::{
     memory::MemoryTransport, Acker, Delivery, Publisher, Subscriber, Subscription,
     SubscriptionSpec, Transport, TransportError,
 };
+
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+pub use inbox::{Inbox, InboxConfig, InboxLayer};
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+pub use outbox::{Outbox, OutboxConfig, Relay, RelayConfig};
 
 /// Derive macros (re-exported so `use eventbus_core::Event` brings trait and derive).
 pub use eventbus_macros::{Event, Handler};

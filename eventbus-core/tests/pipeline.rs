@@ -37,18 +37,22 @@ async fn failing_handler_is_retried_then_succeeds() {
     let calls = Arc::new(AtomicU32::new(0));
     let c = calls.clone();
     let mut bus = EventBus::new(t.clone());
-    bus.register(handler_fn(config(&group, 5), vec![event], move |cx: Context| {
-        let c = c.clone();
-        async move {
-            let n = c.fetch_add(1, AtomicOrdering::SeqCst) + 1;
-            assert_eq!(cx.attempt(), n, "attempt number");
-            if n < 3 {
-                Err("transient".into())
-            } else {
-                Ok(())
+    bus.register(handler_fn(
+        config(&group, 5),
+        vec![event],
+        move |cx: Context| {
+            let c = c.clone();
+            async move {
+                let n = c.fetch_add(1, AtomicOrdering::SeqCst) + 1;
+                assert_eq!(cx.attempt(), n, "attempt number");
+                if n < 3 {
+                    Err("transient".into())
+                } else {
+                    Ok(())
+                }
             }
-        }
-    }));
+        },
+    ));
     let running = bus.start().await.unwrap();
     t.publish(&envelope(event, Some("k"), 1)).await.unwrap();
     wait_until(|| calls.load(AtomicOrdering::SeqCst) == 3).await;
@@ -90,8 +94,14 @@ async fn exhausted_retries_dead_letter_with_error_headers() {
     assert_eq!(dead.id, sent.id);
     assert_eq!(dead.payload, sent.payload);
     assert_eq!(dead.headers.get(header::DEAD_LETTER_ATTEMPTS), Some("3"));
-    assert_eq!(dead.headers.get(header::DEAD_LETTER_REASON), Some("handler"));
-    assert_eq!(dead.headers.get(header::DEAD_LETTER_GROUP), Some(group.as_str()));
+    assert_eq!(
+        dead.headers.get(header::DEAD_LETTER_REASON),
+        Some("handler")
+    );
+    assert_eq!(
+        dead.headers.get(header::DEAD_LETTER_GROUP),
+        Some(group.as_str())
+    );
     assert!(dead
         .headers
         .get(header::DEAD_LETTER_ERROR)
@@ -108,16 +118,20 @@ async fn panicking_handler_is_a_failed_attempt_not_a_dead_worker() {
     let handled = Arc::new(Mutex::new(Vec::new()));
     let h = handled.clone();
     let mut bus = EventBus::new(t.clone());
-    bus.register(handler_fn(config(&group, 2), vec![event], move |cx: Context| {
-        let h = h.clone();
-        async move {
-            if cx.envelope().headers.get("x-test-n") == Some("0") {
-                panic!("handler bug");
+    bus.register(handler_fn(
+        config(&group, 2),
+        vec![event],
+        move |cx: Context| {
+            let h = h.clone();
+            async move {
+                if cx.envelope().headers.get("x-test-n") == Some("0") {
+                    panic!("handler bug");
+                }
+                h.lock().unwrap().push(cx.envelope().id);
+                Ok(())
             }
-            h.lock().unwrap().push(cx.envelope().id);
-            Ok(())
-        }
-    }));
+        },
+    ));
     let running = bus.start().await.unwrap();
     let bad = envelope(event, Some("k"), 0);
     let good = envelope(event, Some("k"), 1);
@@ -129,8 +143,16 @@ async fn panicking_handler_is_a_failed_attempt_not_a_dead_worker() {
     assert_eq!(dead.id, bad.id);
     assert_eq!(dead.headers.get(header::DEAD_LETTER_REASON), Some("panic"));
     assert_eq!(dead.headers.get(header::DEAD_LETTER_ATTEMPTS), Some("2"));
-    assert!(dead.headers.get(header::DEAD_LETTER_ERROR).unwrap().contains("handler bug"));
-    assert_eq!(*handled.lock().unwrap(), vec![good.id], "same worker kept going after the panic");
+    assert!(dead
+        .headers
+        .get(header::DEAD_LETTER_ERROR)
+        .unwrap()
+        .contains("handler bug"));
+    assert_eq!(
+        *handled.lock().unwrap(),
+        vec![good.id],
+        "same worker kept going after the panic"
+    );
 }
 
 #[tokio::test]
@@ -148,7 +170,10 @@ async fn slow_handler_times_out_and_is_dead_lettered() {
     t.publish(&envelope(event, None, 1)).await.unwrap();
     let dead = dead_letter_of(&t, &group).await;
     running.shutdown().await;
-    assert_eq!(dead.headers.get(header::DEAD_LETTER_REASON), Some("timeout"));
+    assert_eq!(
+        dead.headers.get(header::DEAD_LETTER_REASON),
+        Some("timeout")
+    );
     assert_eq!(dead.headers.get(header::DEAD_LETTER_ATTEMPTS), Some("2"));
 }
 
@@ -213,14 +238,27 @@ async fn undecodable_and_unknown_events_are_dead_lettered_at_once() {
     let mut reasons = Vec::new();
     for _ in 0..2 {
         let d = expect_delivery(&mut dlq, "dead letter").await;
-        assert_eq!(d.envelope.headers.get(header::DEAD_LETTER_ATTEMPTS), Some("1"));
-        reasons.push(d.envelope.headers.get(header::DEAD_LETTER_REASON).unwrap().to_owned());
+        assert_eq!(
+            d.envelope.headers.get(header::DEAD_LETTER_ATTEMPTS),
+            Some("1")
+        );
+        reasons.push(
+            d.envelope
+                .headers
+                .get(header::DEAD_LETTER_REASON)
+                .unwrap()
+                .to_owned(),
+        );
         d.ack().await.unwrap();
     }
     running.shutdown().await;
     reasons.sort();
     assert_eq!(reasons, vec!["decode", "unknown-event"]);
-    assert_eq!(calls.load(AtomicOrdering::SeqCst), 2, "permanent failures must not be retried");
+    assert_eq!(
+        calls.load(AtomicOrdering::SeqCst),
+        2,
+        "permanent failures must not be retried"
+    );
 }
 
 #[tokio::test]
@@ -260,14 +298,26 @@ async fn user_layers_wrap_each_attempt() {
     t.publish(&envelope(event, None, 1)).await.unwrap();
     wait_until(|| done.load(AtomicOrdering::SeqCst) == 2).await;
     running.shutdown().await;
-    assert_eq!(seen.load(AtomicOrdering::SeqCst), 2, "user layer runs once per attempt");
+    assert_eq!(
+        seen.load(AtomicOrdering::SeqCst),
+        2,
+        "user layer runs once per attempt"
+    );
 }
 
 #[tokio::test]
 async fn duplicate_groups_are_refused() {
     let mut bus = EventBus::new(MemoryTransport::new());
-    bus.register(handler_fn(HandlerConfig::new("same"), vec!["a"], |_| async { Ok(()) }));
-    bus.register(handler_fn(HandlerConfig::new("same"), vec!["b"], |_| async { Ok(()) }));
+    bus.register(handler_fn(
+        HandlerConfig::new("same"),
+        vec!["a"],
+        |_| async { Ok(()) },
+    ));
+    bus.register(handler_fn(
+        HandlerConfig::new("same"),
+        vec!["b"],
+        |_| async { Ok(()) },
+    ));
     let err = bus.start().await.unwrap_err();
     assert!(err.to_string().contains("registered twice"), "{err}");
 }
@@ -292,7 +342,9 @@ async fn shutdown_drains_in_flight_work() {
     }));
     let running = bus.start().await.unwrap();
     for n in 0..50 {
-        t.publish(&envelope(event, Some(&format!("k{}", n % 8)), n)).await.unwrap();
+        t.publish(&envelope(event, Some(&format!("k{}", n % 8)), n))
+            .await
+            .unwrap();
     }
     tokio::time::sleep(Duration::from_millis(30)).await;
     running.shutdown().await;
@@ -308,7 +360,10 @@ async fn shutdown_drains_in_flight_work() {
 async fn wait_until(mut f: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !f() {
-        assert!(tokio::time::Instant::now() < deadline, "condition not reached in 10 s");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not reached in 10 s"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }

@@ -25,8 +25,19 @@ struct Case {
 
 fn case() -> impl Strategy<Value = Case> {
     (1usize..=6, 1u8..=12).prop_flat_map(|(workers, keys)| {
-        proptest::collection::vec((0..keys, 0u16..400, prop_oneof![8 => Just(0u8), 2 => 1u8..=2]), 1..150)
-            .prop_map(move |events| Case { events, workers, keys })
+        proptest::collection::vec(
+            (
+                0..keys,
+                0u16..400,
+                prop_oneof![8 => Just(0u8), 2 => 1u8..=2],
+            ),
+            1..150,
+        )
+        .prop_map(move |events| Case {
+            events,
+            workers,
+            keys,
+        })
     })
 }
 
@@ -70,7 +81,13 @@ fn run(case: &Case, max_attempts: u32) -> (HashMap<String, Vec<u64>>, HashMap<u6
         bus.register(handler_fn(config, vec![event], move |cx: Context| {
             let (h, a, plan) = (h.clone(), a.clone(), plan.clone());
             async move {
-                let n: u64 = cx.envelope().headers.get("x-test-n").unwrap().parse().unwrap();
+                let n: u64 = cx
+                    .envelope()
+                    .headers
+                    .get("x-test-n")
+                    .unwrap()
+                    .parse()
+                    .unwrap();
                 let (delay, fails) = plan[&n];
                 tokio::time::sleep(Duration::from_micros(u64::from(delay))).await;
                 let attempt = {
@@ -103,7 +120,10 @@ fn run(case: &Case, max_attempts: u32) -> (HashMap<String, Vec<u64>>, HashMap<u6
             if done >= total {
                 break;
             }
-            assert!(tokio::time::Instant::now() < deadline, "only {done}/{total} handled");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {done}/{total} handled"
+            );
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         running.shutdown().await;
@@ -195,10 +215,16 @@ fn different_keys_are_handled_in_parallel() {
         }));
         let running = bus.start().await.unwrap();
         for (n, k) in keys.iter().enumerate() {
-            t.publish(&envelope(event, Some(k), n as u64)).await.unwrap();
+            t.publish(&envelope(event, Some(k), n as u64))
+                .await
+                .unwrap();
         }
         tokio::time::sleep(Duration::from_millis(60)).await;
         running.shutdown().await;
-        assert_eq!(peak.load(std::sync::atomic::Ordering::SeqCst), 4, "keys on different workers must run concurrently");
+        assert_eq!(
+            peak.load(std::sync::atomic::Ordering::SeqCst),
+            4,
+            "keys on different workers must run concurrently"
+        );
     });
 }

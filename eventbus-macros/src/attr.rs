@@ -263,6 +263,7 @@ pub struct HandlerAttrs {
     pub backoff_ms: Option<(u64, Span)>,
     pub max_backoff_ms: Option<(u64, Span)>,
     pub jitter: Option<bool>,
+    pub inbox: Option<bool>,
     pub timeout: Option<Timeout>,
     pub prefetch: Option<u16>,
     pub krate: Option<Path>,
@@ -329,6 +330,15 @@ impl HandlerAttrs {
                     if let Some(v) = parse_int::<u64>(cx, &meta, MAX_BACKOFF_MS, 0)? {
                         set_once(cx, &mut out.max_backoff_ms, v, &meta, MAX_BACKOFF_MS);
                     }
+                } else if meta.path == INBOX {
+                    // `inbox` alone means `inbox = true`.
+                    let value = if meta.input.peek(syn::Token![=]) {
+                        let lit: LitBool = meta.value()?.parse()?;
+                        lit.value
+                    } else {
+                        true
+                    };
+                    set_once(cx, &mut out.inbox, value, &meta, INBOX);
                 } else if meta.path == JITTER {
                     let lit: LitBool = meta.value()?.parse()?;
                     set_once(cx, &mut out.jitter, lit.value, &meta, JITTER);

@@ -144,6 +144,7 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 /// | `jitter = false` | randomise delays | `true` |
 /// | `timeout_ms = 30000` or `timeout = "none"` | limit per attempt, or none | `30000` |
 /// | `prefetch = 256` | deliveries in flight before acks, 1..=65535 | `256` |
+/// | `inbox` or `inbox = true` | deduplicate through the bus's inbox (`EventBus::inbox`) | off |
 /// | `crate = "::path"` | path of the runtime crate | `::eventbus`, else `::eventbus_core` |
 ///
 /// The group has no default on purpose: it names a durable queue, and a

@@ -33,6 +33,7 @@ pub const JITTER: Symbol = Symbol("jitter");
 pub const TIMEOUT_MS: Symbol = Symbol("timeout_ms");
 pub const TIMEOUT: Symbol = Symbol("timeout");
 pub const PREFETCH: Symbol = Symbol("prefetch");
+pub const INBOX: Symbol = Symbol("inbox");
 
 /// Every option `#[event(...)]` accepts on the type, for "expected one of" messages.
 pub const EVENT_OPTIONS: &[Symbol] = &[NAME, VERSION, KEY, CRATE];
@@ -50,6 +51,7 @@ pub const HANDLER_OPTIONS: &[Symbol] = &[
     TIMEOUT_MS,
     TIMEOUT,
     PREFETCH,
+    INBOX,
     CRATE,
 ];
 

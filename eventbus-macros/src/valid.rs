@@ -184,6 +184,7 @@ pub struct HandlerPlan<'a> {
     pub backoff_ms: Option<u64>,
     pub max_backoff_ms: Option<u64>,
     pub jitter: Option<bool>,
+    pub inbox: Option<bool>,
     pub timeout: Option<Timeout>,
     pub prefetch: Option<u16>,
 }
@@ -260,6 +261,7 @@ pub fn handler<'a>(cx: &Ctxt, input: &'a HandlerInput<'a>) -> HandlerPlan<'a> {
         backoff_ms: attrs.backoff_ms.map(|(v, _)| v),
         max_backoff_ms: attrs.max_backoff_ms.map(|(v, _)| v),
         jitter: attrs.jitter,
+        inbox: attrs.inbox,
         timeout: attrs.timeout,
         prefetch: attrs.prefetch,
     }

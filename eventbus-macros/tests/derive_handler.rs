@@ -85,7 +85,7 @@ impl Handle<OrderPlaced> for Audit {
 
 /// A generic handler.
 #[derive(Handler)]
-#[handler(group = "generic", events(OrderPlaced), ordering = key)]
+#[handler(group = "generic", events(OrderPlaced), ordering = key, inbox)]
 struct Generic<T: Send + Sync + 'static> {
     _tag: T,
 }
@@ -123,7 +123,9 @@ fn config_defaults_and_split_attributes() {
     assert_eq!(Audit.config(), expected);
 
     let generic = Generic { _tag: 1u8 };
-    assert_eq!(generic.config(), HandlerConfig::new("generic"));
+    let mut expected = HandlerConfig::new("generic");
+    expected.inbox = true;
+    assert_eq!(generic.config(), expected, "`inbox` alone turns the inbox on");
     assert_eq!(generic.config().ordering, Ordering::ByKey);
 }
 

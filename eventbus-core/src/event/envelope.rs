@@ -36,16 +36,18 @@ impl Envelope {
     /// (or starting a new one).
     pub fn from_event<E: Event>(event: &E) -> Result<Self, EncodeError> {
         let payload = codec::encode(E::NAME, event)?;
+        // One clock read for both the UUIDv7 timestamp and `occurred_at`.
+        let now = std::time::SystemTime::now();
         Ok(Self {
-            id: new_message_id(),
+            id: message_id_at(now),
             name: E::NAME.to_owned(),
             version: E::VERSION,
             key: event.partition_key(),
-            headers: Headers::from_iter([(
+            headers: Headers::one_static(
                 header::TRACEPARENT,
-                crate::middleware::TraceParent::for_new_message().to_string(),
-            )]),
-            occurred_at: Utc::now(),
+                crate::middleware::TraceParent::for_new_message().to_header_value(),
+            ),
+            occurred_at: DateTime::<Utc>::from(now),
             content_type: JSON_CONTENT_TYPE.to_owned(),
             payload: Bytes::from(payload),
         })
@@ -90,7 +92,12 @@ impl Envelope {
 /// Built from a thread-local fast RNG rather than the OS RNG: ids need to be
 /// unique, not unpredictable, and this is on the publish hot path.
 pub fn new_message_id() -> Uuid {
-    let millis = std::time::SystemTime::now()
+    message_id_at(std::time::SystemTime::now())
+}
+
+/// A UUIDv7 message id with the timestamp of `now`.
+fn message_id_at(now: std::time::SystemTime) -> Uuid {
+    let millis = now
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);

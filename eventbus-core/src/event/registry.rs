@@ -121,7 +121,10 @@ impl EventRegistry {
                     duplicates.push((reg.name, prev.type_name(), reg.type_name()));
                 }
             }
-            EventRegistry { by_name, duplicates }
+            EventRegistry {
+                by_name,
+                duplicates,
+            }
         })
     }
 

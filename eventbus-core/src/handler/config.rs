@@ -97,6 +97,11 @@ pub struct HandlerConfig {
     pub timeout: Option<Duration>,
     /// Deliveries the transport may hand out before acks (AMQP prefetch).
     pub prefetch: u16,
+    /// Run each attempt inside an inbox transaction: duplicates are skipped,
+    /// the handler's writes and the inbox row commit together (see
+    /// `eventbus_core::inbox`; the pipeline needs an inbox layer,
+    /// [`PipelineBuilder::inbox`](crate::pipeline::PipelineBuilder::inbox)).
+    pub inbox: bool,
 }
 
 impl HandlerConfig {
@@ -109,6 +114,7 @@ impl HandlerConfig {
             retry: RetryPolicy::default(),
             timeout: Some(Duration::from_secs(30)),
             prefetch: 256,
+            inbox: false,
         }
     }
 }

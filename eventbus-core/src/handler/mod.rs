@@ -51,5 +51,8 @@ pub async fn dispatch_to<E: Event, H: Handle<E> + ?Sized>(
     cx: &Context,
 ) -> Result<(), HandleError> {
     let event: E = cx.envelope().decode().map_err(HandleError::Decode)?;
-    handler.handle(event, cx).await.map_err(HandleError::Handler)
+    handler
+        .handle(event, cx)
+        .await
+        .map_err(HandleError::Handler)
 }

@@ -1,8 +1,10 @@
 //! Turns a final failure into a dead letter instead of an error.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 
-use futures_util::future::BoxFuture;
+use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -47,7 +49,8 @@ pub struct DeadLetter<S> {
 /// The dead-letter copy of `cx`'s envelope for `error`.
 pub fn dead_letter_envelope(cx: &Context, error: &HandleError) -> Envelope {
     let mut env = cx.envelope().clone();
-    env.headers.insert(header::DEAD_LETTER_ERROR, error.to_string());
+    env.headers
+        .insert(header::DEAD_LETTER_ERROR, error.to_string());
     env.headers
         .insert(header::DEAD_LETTER_REASON, error.kind().as_str());
     env.headers.insert(
@@ -63,30 +66,52 @@ pub fn dead_letter_envelope(cx: &Context, error: &HandleError) -> Envelope {
 impl<S> Service<Context> for DeadLetter<S>
 where
     S: Service<Context, Response = (), Error = HandleError>,
-    S::Future: Send + 'static,
 {
     type Response = Outcome;
     type Error = HandleError;
-    type Future = BoxFuture<'static, Result<Outcome, HandleError>>;
+    type Future = DeadLetterFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), HandleError>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Context) -> Self::Future {
-        let fut = self.inner.call(req.clone());
-        Box::pin(async move {
-            match fut.await {
-                Ok(()) => Ok(Outcome::Handled),
-                Err(e) => {
-                    tracing::error!(
-                        error = %e,
-                        attempts = req.attempts_made(),
-                        "giving up on message; dead-lettering it"
-                    );
-                    Ok(Outcome::DeadLetter(dead_letter_envelope(&req, &e)))
-                }
+        DeadLetterFuture {
+            fut: self.inner.call(req.clone()),
+            req,
+        }
+    }
+}
+
+pin_project! {
+    /// The future of [`DeadLetter`].
+    pub struct DeadLetterFuture<F> {
+        #[pin]
+        fut: F,
+        req: Context,
+    }
+}
+
+impl<F> Future for DeadLetterFuture<F>
+where
+    F: Future<Output = Result<(), HandleError>>,
+{
+    type Output = Result<Outcome, HandleError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.fut.poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(Outcome::Handled)),
+            Poll::Ready(Err(e)) => {
+                let req = &*this.req;
+                tracing::error!(
+                    error = %e,
+                    attempts = req.attempts_made(),
+                    "giving up on message; dead-lettering it"
+                );
+                Poll::Ready(Ok(Outcome::DeadLetter(dead_letter_envelope(req, &e))))
             }
-        })
+        }
     }
 }

@@ -1,10 +1,12 @@
 //! Turns a panicking handler into a failed attempt.
 
 use std::any::Any;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 
-use futures_util::future::{BoxFuture, FutureExt};
+use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -51,12 +53,10 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
 impl<S, R> Service<Context> for CatchPanic<S>
 where
     S: Service<Context, Response = R, Error = HandleError>,
-    S::Future: Send + 'static,
-    R: Send + 'static,
 {
     type Response = R;
     type Error = HandleError;
-    type Future = BoxFuture<'static, Result<R, HandleError>>;
+    type Future = CatchPanicFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), HandleError>> {
         self.inner.poll_ready(cx)
@@ -64,14 +64,43 @@ where
 
     fn call(&mut self, req: Context) -> Self::Future {
         match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req))) {
-            Ok(fut) => Box::pin(AssertUnwindSafe(fut).catch_unwind().map(|r| match r {
-                Ok(r) => r,
-                Err(p) => Err(HandleError::Panicked(panic_message(&*p))),
-            })),
-            Err(p) => {
-                let msg = panic_message(&*p);
-                Box::pin(async move { Err(HandleError::Panicked(msg)) })
+            Ok(fut) => CatchPanicFuture::Running { fut },
+            Err(p) => CatchPanicFuture::Panicked {
+                message: Some(panic_message(&*p)),
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// The future of [`CatchPanic`]: the inner future, with panics while
+    /// polling it turned into [`HandleError::Panicked`].
+    #[project = CatchPanicProj]
+    pub enum CatchPanicFuture<F> {
+        /// Polling the inner future.
+        Running { #[pin] fut: F },
+        /// Creating the inner future panicked.
+        Panicked { message: Option<String> },
+    }
+}
+
+impl<F, R> Future for CatchPanicFuture<F>
+where
+    F: Future<Output = Result<R, HandleError>>,
+{
+    type Output = Result<R, HandleError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            CatchPanicProj::Running { fut } => {
+                match std::panic::catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+                    Ok(poll) => poll,
+                    Err(p) => Poll::Ready(Err(HandleError::Panicked(panic_message(&*p)))),
+                }
             }
+            CatchPanicProj::Panicked { message } => Poll::Ready(Err(HandleError::Panicked(
+                message.take().unwrap_or_default(),
+            ))),
         }
     }
 }

@@ -1,8 +1,11 @@
 //! Retries failed attempts with exponential backoff and jitter.
 
-use std::task::{Context as TaskContext, Poll};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context as TaskContext, Poll};
 
 use futures_util::future::BoxFuture;
+use pin_project_lite::pin_project;
 use tower::ServiceExt;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -51,7 +54,7 @@ where
 {
     type Response = R;
     type Error = HandleError;
-    type Future = BoxFuture<'static, Result<R, HandleError>>;
+    type Future = RetryFuture<S, S::Future, R>;
 
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), HandleError>> {
         self.inner.poll_ready(cx)
@@ -60,36 +63,91 @@ where
     fn call(&mut self, req: Context) -> Self::Future {
         // The first attempt uses the service that was polled ready; a clone
         // is kept for later attempts (the future must be 'static).
-        let first = self.inner.call(req.clone());
-        let mut again = self.inner.clone();
-        let policy = self.policy;
-        Box::pin(async move {
-            let mut cx = req;
-            let mut result = first.await;
-            loop {
-                match result {
-                    Ok(r) => return Ok(r),
-                    Err(e) if !e.is_retryable() || cx.attempt() >= policy.max_attempts => {
-                        return Err(e)
+        let fut = self.inner.call(req.clone());
+        RetryFuture::First {
+            fut,
+            retry: Some((req, self.inner.clone(), self.policy)),
+        }
+    }
+}
+
+pin_project! {
+    /// The future of [`Retry`]: the first attempt runs unboxed; only a
+    /// delivery that needs a retry moves to a boxed retry loop.
+    #[project = RetryProj]
+    pub enum RetryFuture<S, F, R> {
+        /// The first attempt.
+        First {
+            #[pin]
+            fut: F,
+            retry: Option<(Context, S, RetryPolicy)>,
+        },
+        /// Later attempts.
+        Retrying { fut: BoxFuture<'static, Result<R, HandleError>> },
+    }
+}
+
+impl<S, R> Future for RetryFuture<S, S::Future, R>
+where
+    S: Service<Context, Response = R, Error = HandleError> + Send + 'static,
+    S::Future: Send + 'static,
+    R: Send + 'static,
+{
+    type Output = Result<R, HandleError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        loop {
+            match self.as_mut().project() {
+                RetryProj::First { fut, retry } => {
+                    let e = match ready!(fut.poll(cx)) {
+                        Ok(r) => return Poll::Ready(Ok(r)),
+                        Err(e) => e,
+                    };
+                    let (req, svc, policy) =
+                        retry.take().expect("RetryFuture polled after completion");
+                    if !e.is_retryable() || req.attempt() >= policy.max_attempts {
+                        return Poll::Ready(Err(e));
                     }
-                    Err(e) => {
-                        let delay = policy.backoff.delay(cx.attempt());
-                        tracing::warn!(
-                            error = %e,
-                            attempt = cx.attempt(),
-                            max_attempts = policy.max_attempts,
-                            retry_in_ms = delay.as_millis() as u64,
-                            "handler attempt failed; retrying"
-                        );
-                        tokio::time::sleep(delay).await;
-                        cx = cx.next_attempt();
-                        result = match again.ready().await {
-                            Ok(svc) => svc.call(cx.clone()).await,
-                            Err(e) => Err(e),
-                        };
-                    }
+                    let fut = Box::pin(retry_after(e, req, svc, policy));
+                    self.set(RetryFuture::Retrying { fut });
                 }
+                RetryProj::Retrying { fut } => return fut.as_mut().poll(cx),
             }
-        })
+        }
+    }
+}
+
+/// Retries after the retryable failure `e` of attempt `cx.attempt()`.
+async fn retry_after<S, R>(
+    mut e: HandleError,
+    mut cx: Context,
+    mut svc: S,
+    policy: RetryPolicy,
+) -> Result<R, HandleError>
+where
+    S: Service<Context, Response = R, Error = HandleError>,
+{
+    loop {
+        let delay = policy.backoff.delay(cx.attempt());
+        tracing::warn!(
+            error = %e,
+            attempt = cx.attempt(),
+            max_attempts = policy.max_attempts,
+            retry_in_ms = delay.as_millis() as u64,
+            "handler attempt failed; retrying"
+        );
+        tokio::time::sleep(delay).await;
+        cx = cx.next_attempt();
+        let result = match svc.ready().await {
+            Ok(svc) => svc.call(cx.clone()).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(r) => return Ok(r),
+            Err(err) if !err.is_retryable() || cx.attempt() >= policy.max_attempts => {
+                return Err(err)
+            }
+            Err(err) => e = err,
+        }
     }
 }

@@ -10,15 +10,85 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::middleware::{
-    CatchPanicLayer, DeadLetterLayer, Outcome, RetryLayer, TimeoutLayer, TraceLayer,
+    CatchPanic, CatchPanicLayer, DeadLetter, DeadLetterLayer, Outcome, Retry, RetryLayer, Timeout,
+    Trace, TraceLayer,
 };
 use crate::{Context, HandleError, Handler, HandlerConfig};
 
 /// The innermost service: the user's handler, type-erased.
 pub type HandlerService = BoxCloneService<Context, (), HandleError>;
 
+/// The standard stack, outermost first (see [`crate::middleware`]).
+type Stack = Trace<DeadLetter<Retry<Timeout<CatchPanic<Attempt>>>>>;
+
 /// A complete pipeline: takes a delivery's context, answers what to do with it.
-pub type PipelineService = BoxCloneService<Context, Outcome, HandleError>;
+///
+/// The standard layers are composed statically: one delivery costs no
+/// allocation for the pipeline itself beyond the handler's own future.
+#[derive(Clone)]
+pub struct PipelineService {
+    inner: Stack,
+}
+
+impl std::fmt::Debug for PipelineService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipelineService").finish_non_exhaustive()
+    }
+}
+
+impl Service<Context> for PipelineService {
+    type Response = Outcome;
+    type Error = HandleError;
+    type Future = <Stack as Service<Context>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), HandleError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, cx: Context) -> Self::Future {
+        self.inner.call(cx)
+    }
+}
+
+/// One attempt's innermost service: the handler directly, or behind the
+/// type-erased user (and inbox) layers when there are any.
+#[derive(Clone)]
+pub struct Attempt(AttemptKind);
+
+#[derive(Clone)]
+enum AttemptKind {
+    Direct(HandlerCall),
+    Layered(HandlerService),
+}
+
+impl std::fmt::Debug for Attempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let layered = matches!(self.0, AttemptKind::Layered(_));
+        f.debug_struct("Attempt")
+            .field("layered", &layered)
+            .finish()
+    }
+}
+
+impl Service<Context> for Attempt {
+    type Response = ();
+    type Error = HandleError;
+    type Future = BoxFuture<'static, Result<(), HandleError>>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), HandleError>> {
+        match &mut self.0 {
+            AttemptKind::Direct(s) => s.poll_ready(cx),
+            AttemptKind::Layered(s) => s.poll_ready(cx),
+        }
+    }
+
+    fn call(&mut self, cx: Context) -> Self::Future {
+        match &mut self.0 {
+            AttemptKind::Direct(s) => s.call(cx),
+            AttemptKind::Layered(s) => s.call(cx),
+        }
+    }
+}
 
 /// Calls [`Handler::dispatch`]; counts the attempt.
 #[derive(Clone)]
@@ -58,6 +128,9 @@ impl Service<Context> for HandlerCall {
 
 type LayerFn = Box<dyn Fn(HandlerService) -> HandlerService + Send + Sync>;
 
+/// A layer as a shareable function over the type-erased handler service.
+pub type SharedLayerFn = Arc<dyn Fn(HandlerService) -> HandlerService + Send + Sync>;
+
 /// Builds a handler's pipeline: the standard policies from its
 /// [`HandlerConfig`] plus any user layers, which run inside each attempt
 /// (innermost, around the handler), in the order added (first = outermost).
@@ -65,6 +138,8 @@ pub struct PipelineBuilder {
     config: HandlerConfig,
     handler: Arc<dyn Handler>,
     layers: Vec<LayerFn>,
+    /// The inbox layer, applied when `config.inbox` is set.
+    inbox: Option<LayerFn>,
 }
 
 impl std::fmt::Debug for PipelineBuilder {
@@ -83,6 +158,7 @@ impl PipelineBuilder {
             config: handler.config(),
             handler,
             layers: Vec::new(),
+            inbox: None,
         }
     }
 
@@ -113,27 +189,70 @@ impl PipelineBuilder {
         self
     }
 
+    /// Runs every attempt inside an inbox transaction (usually
+    /// `inbox.layer()` from `eventbus_core::inbox::Inbox`), around the user
+    /// layers and the handler, inside the timeout and panic recovery (so a
+    /// timed-out or panicking attempt rolls back). Sets
+    /// [`HandlerConfig::inbox`].
+    pub fn inbox<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<HandlerService> + Send + Sync + 'static,
+        L::Service: Service<Context, Response = (), Error = HandleError> + Clone + Send + 'static,
+        <L::Service as Service<Context>>::Future: Send + 'static,
+    {
+        self.config.inbox = true;
+        self.inbox = Some(Box::new(move |s| BoxCloneService::new(layer.layer(s))));
+        self
+    }
+
+    /// Whether an inbox layer has been given.
+    pub fn has_inbox_layer(&self) -> bool {
+        self.inbox.is_some()
+    }
+
+    /// Like [`PipelineBuilder::inbox`] with a shared layer factory (the
+    /// bus-wide inbox of [`crate::EventBus::inbox`]).
+    pub fn inbox_shared(mut self, layer: SharedLayerFn) -> Self {
+        self.config.inbox = true;
+        self.inbox = Some(Box::new(move |s| layer(s)));
+        self
+    }
+
     /// Assembles the stack.
+    ///
+    /// # Panics
+    /// If [`HandlerConfig::inbox`] is set but no inbox layer was given
+    /// ([`PipelineBuilder::inbox`]): the handler asked for deduplication
+    /// that nothing could provide.
     pub fn build(self) -> (HandlerConfig, PipelineService) {
-        let mut inner: HandlerService = BoxCloneService::new(HandlerCall::new(self.handler));
-        for l in self.layers.iter().rev() {
-            inner = l(inner);
-        }
+        let call = HandlerCall::new(self.handler);
         let config = self.config;
-        let attempt: HandlerService = match config.timeout {
-            Some(limit) => BoxCloneService::new(
-                ServiceBuilder::new()
-                    .layer(TimeoutLayer::new(limit))
-                    .layer(CatchPanicLayer::new())
-                    .service(inner),
-            ),
-            None => BoxCloneService::new(CatchPanicLayer::new().layer(inner)),
+        let inner = if self.layers.is_empty() && !config.inbox {
+            // No layer needs the type-erased service: call the handler directly.
+            Attempt(AttemptKind::Direct(call))
+        } else {
+            let mut inner: HandlerService = BoxCloneService::new(call);
+            for l in self.layers.iter().rev() {
+                inner = l(inner);
+            }
+            if config.inbox {
+                let inbox = self.inbox.as_ref().unwrap_or_else(|| {
+                    panic!(
+                        "handler group `{}` has the inbox enabled but no inbox layer was configured \
+                         (PipelineBuilder::inbox(inbox.layer()))",
+                        config.group
+                    )
+                });
+                inner = inbox(inner);
+            }
+            Attempt(AttemptKind::Layered(inner))
         };
-        let service = ServiceBuilder::new()
+        let attempt = Timeout::optional(CatchPanicLayer::new().layer(inner), config.timeout);
+        let inner = ServiceBuilder::new()
             .layer(TraceLayer::new())
             .layer(DeadLetterLayer::new())
             .layer(RetryLayer::new(config.retry))
             .service(attempt);
-        (config, BoxCloneService::new(service))
+        (config, PipelineService { inner })
     }
 }

@@ -20,8 +20,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::Utc;
 
-use crate::transport::{Delivery, Subscription, SubscriptionSpec, Transport};
 use crate::event::JSON_CONTENT_TYPE as JSON;
+use crate::transport::{Delivery, Subscription, SubscriptionSpec, Transport};
 use crate::{Envelope, Headers};
 
 /// How long a check waits for a delivery that must come.
@@ -103,7 +103,10 @@ pub async fn envelope_round_trip<T: Transport + ?Sized>(t: &T) {
     let (group, event) = (unique("g-roundtrip"), unique("ev.roundtrip"));
     let mut sub = subscribe(t, &group, &[&event], 16).await;
     let mut sent = envelope(&event, Some("key-1"), 1);
-    sent.headers.insert("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+    sent.headers.insert(
+        "traceparent",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    );
     sent.headers.insert("custom", "value with spaces");
     sent.version = 3;
     let unkeyed = envelope(&event, None, 2);
@@ -168,7 +171,10 @@ pub async fn consumers_of_a_group_compete<T: Transport + ?Sized>(t: &T) {
     let second = expect_delivery(&mut b, "compete: b").await;
     let mut seen = HashSet::new();
     assert!(seen.insert(first.envelope.id));
-    assert!(seen.insert(second.envelope.id), "both consumers got the same message");
+    assert!(
+        seen.insert(second.envelope.id),
+        "both consumers got the same message"
+    );
     first.ack().await.expect("ack");
     second.ack().await.expect("ack");
     while seen.len() < sent.len() {
@@ -176,7 +182,10 @@ pub async fn consumers_of_a_group_compete<T: Transport + ?Sized>(t: &T) {
             d = expect_delivery(&mut a, "compete: rest") => d,
             d = expect_delivery(&mut b, "compete: rest") => d,
         };
-        assert!(seen.insert(d.envelope.id), "message delivered twice to the group");
+        assert!(
+            seen.insert(d.envelope.id),
+            "message delivered twice to the group"
+        );
         d.ack().await.expect("ack");
     }
     expect_quiet(&mut a, "compete: a after all").await;
@@ -191,7 +200,10 @@ pub async fn routes_only_subscribed_events<T: Transport + ?Sized>(t: &T) {
     let w = envelope(&wanted, None, 2);
     publish(t, &w).await;
     let d = expect_delivery(&mut sub, "routing").await;
-    assert_eq!(d.envelope.id, w.id, "got an event the group did not subscribe to");
+    assert_eq!(
+        d.envelope.id, w.id,
+        "got an event the group did not subscribe to"
+    );
     d.ack().await.expect("ack");
     expect_quiet(&mut sub, "routing").await;
 }
@@ -227,7 +239,10 @@ pub async fn dropped_subscription_releases_unacked<T: Transport + ?Sized>(t: &T)
     let mut sub = subscribe(t, &group, &[&event], 16).await;
     for (i, e) in sent.iter().enumerate() {
         let d = expect_delivery(&mut sub, "drop: after resubscribe").await;
-        assert_eq!(d.envelope.id, e.id, "message {i} lost or reordered after consumer went away");
+        assert_eq!(
+            d.envelope.id, e.id,
+            "message {i} lost or reordered after consumer went away"
+        );
         if i == 0 {
             assert!(d.redelivered, "released delivery not flagged redelivered");
         }
@@ -250,7 +265,11 @@ pub async fn prefetch_bounds_unacked<T: Transport + ?Sized>(t: &T) {
     d2.ack().await.expect("ack");
     d3.ack().await.expect("ack");
     for _ in 0..2 {
-        expect_delivery(&mut sub, "prefetch rest").await.ack().await.expect("ack");
+        expect_delivery(&mut sub, "prefetch rest")
+            .await
+            .ack()
+            .await
+            .expect("ack");
     }
 }
 
@@ -271,7 +290,10 @@ pub async fn dead_letter_moves_message<T: Transport + ?Sized>(t: &T) {
         .with_header(crate::header::DEAD_LETTER_ERROR, "boom");
     d.dead_letter(dead.clone()).await.expect("dead_letter");
     let got = expect_delivery(&mut dlq, "dlq: dead letter").await;
-    assert_eq!(*got.envelope, dead, "dead letter differs from what was sent");
+    assert_eq!(
+        *got.envelope, dead,
+        "dead letter differs from what was sent"
+    );
     got.ack().await.expect("ack dlq");
     expect_quiet(&mut sub, "dlq: original must not come back").await;
 }
@@ -284,7 +306,10 @@ pub async fn publish_batch_delivers_all<T: Transport + ?Sized>(t: &T) {
     t.publish_batch(&sent).await.expect("publish_batch");
     for (i, e) in sent.iter().enumerate() {
         let d = expect_delivery(&mut sub, "batch").await;
-        assert_eq!(d.envelope.id, e.id, "batch message {i} missing or out of order");
+        assert_eq!(
+            d.envelope.id, e.id,
+            "batch message {i} missing or out of order"
+        );
         d.ack().await.expect("ack");
     }
 }

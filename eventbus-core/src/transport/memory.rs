@@ -5,15 +5,27 @@
 //! competing consumers within a group, fan-out across groups, prefetch,
 //! ack/nack/requeue with redelivery, dead-letter queues. Nothing survives the
 //! process; use it for tests and single-process applications.
+//!
+//! Group queues are bounded: once a queue holds
+//! [`MemoryTransport::with_max_queue_len`] ready messages (default
+//! [`DEFAULT_MAX_QUEUE_LEN`]), publishers to it wait until its consumers
+//! catch up — backpressure instead of unbounded memory. Requeued and
+//! dead-lettered messages are never refused, so settling never waits.
+//!
+//! Each queue has its own lock; publishers, consumers and ackers of
+//! different groups never contend. Consumers pull from their queue (no
+//! per-consumer channel), so a busy consumer takes a message without any
+//! wake-up, and an idle one is woken once.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context as TaskContext, Poll};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context as TaskContext, Poll, Waker};
 
 use async_trait::async_trait;
 use futures_util::Stream;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 use super::{
     dead_letter_name, Acker, Delivery, Publisher, Subscriber, Subscription, SubscriptionSpec,
@@ -21,10 +33,19 @@ use super::{
 };
 use crate::Envelope;
 
+/// Default maximum number of ready messages per group queue.
+pub const DEFAULT_MAX_QUEUE_LEN: usize = 65_536;
+
 /// In-memory transport. Cheap to clone; clones share the same queues.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct MemoryTransport {
     shared: Arc<Shared>,
+}
+
+impl Default for MemoryTransport {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl std::fmt::Debug for MemoryTransport {
@@ -32,30 +53,77 @@ impl std::fmt::Debug for MemoryTransport {
         let state = self.shared.lock();
         f.debug_struct("MemoryTransport")
             .field("queues", &state.queues.keys().collect::<Vec<_>>())
+            .field("max_queue_len", &self.shared.max_queue_len)
             .finish()
     }
 }
 
-#[derive(Default)]
+/// Poisoning is ignored: a panic while holding a lock cannot leave the
+/// queues half-updated in a way that loses messages.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 struct Shared {
     state: Mutex<State>,
+    max_queue_len: usize,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave the queues half-updated
-        // in a way that loses messages, so poisoning is ignored.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
     }
 }
 
 #[derive(Default)]
 struct State {
-    queues: HashMap<String, Queue>,
-    /// event name → queues bound to it
-    routes: HashMap<String, Vec<String>>,
+    queues: HashMap<String, Arc<QueueShared>>,
+    /// event name → queues bound to it (shared with publishers without copying)
+    routes: HashMap<String, Arc<[Arc<QueueShared>]>, BuildHasherDefault<FastHasher>>,
     next_consumer: u64,
     closed: bool,
+}
+
+impl State {
+    /// The queue `name`, created empty if missing.
+    fn queue(&mut self, shared: &Arc<Shared>, name: &str) -> Arc<QueueShared> {
+        self.queues
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                Arc::new(QueueShared {
+                    name: Arc::from(name),
+                    transport: Arc::downgrade(shared),
+                    max_len: shared.max_queue_len,
+                    space: Notify::new(),
+                    inner: Mutex::new(Queue::default()),
+                })
+            })
+            .clone()
+    }
+}
+
+/// One queue and what waits on it.
+struct QueueShared {
+    name: Arc<str>,
+    /// For creating the dead-letter queue on first use.
+    transport: Weak<Shared>,
+    /// Publishers wait while `ready` holds this many messages.
+    max_len: usize,
+    /// Signalled when a full queue drained below its low-water mark (or closed).
+    space: Notify,
+    inner: Mutex<Queue>,
+}
+
+impl QueueShared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        lock(&self.inner)
+    }
+
+    /// Publishers are woken once `ready` drops below this: they then fill a
+    /// batch of slots per wake-up instead of one.
+    fn low_water(&self) -> usize {
+        (self.max_len - self.max_len / 8).max(1)
+    }
 }
 
 struct Message {
@@ -66,17 +134,36 @@ struct Message {
     redelivered: bool,
 }
 
+/// A fast hasher for delivery tags and event names (not DoS-resistant; the
+/// keys are our own tags and the application's event names).
+#[derive(Default)]
+struct FastHasher(u64);
+
+impl Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 #[derive(Default)]
 struct Queue {
-    /// The queue's own name (shared with its ackers).
-    name: Arc<str>,
     ready: VecDeque<Message>,
     /// delivery tag → (consumer id, message)
-    unacked: BTreeMap<u64, (u64, Message)>,
+    unacked: HashMap<u64, (u64, Message), BuildHasherDefault<FastHasher>>,
     consumers: Vec<Consumer>,
-    round_robin: usize,
     next_tag: u64,
     next_seq: u64,
+    /// A publisher waits on `space`.
+    publishers_waiting: bool,
+    closed: bool,
 }
 
 impl Queue {
@@ -95,13 +182,66 @@ impl Queue {
         let at = self.ready.partition_point(|m| m.seq < msg.seq);
         self.ready.insert(at, msg);
     }
+
+    /// Takes the wakers of idle consumers that can now make progress. All of
+    /// them are woken (not one per message): a consumer whose task stopped
+    /// polling must not strand a message another idle consumer could take.
+    fn wakers(&mut self) -> Wakers {
+        let mut out = Wakers::default();
+        if self.ready.is_empty() {
+            return out;
+        }
+        for c in &mut self.consumers {
+            if c.in_flight < c.prefetch {
+                if let Some(w) = c.waker.take() {
+                    out.push(w);
+                }
+            }
+        }
+        out
+    }
+
+    /// Removes delivery `tag` from the unacked set, returning the message.
+    fn settle(&mut self, tag: u64) -> Result<Message, TransportError> {
+        let (consumer, msg) = self.unacked.remove(&tag).ok_or(TransportError::Settled)?;
+        if let Some(c) = self.consumers.iter_mut().find(|c| c.id == consumer) {
+            c.in_flight = c.in_flight.saturating_sub(1);
+        }
+        Ok(msg)
+    }
+}
+
+/// Wakers collected under a queue lock, woken after it is released.
+#[derive(Default)]
+struct Wakers {
+    first: Option<Waker>,
+    rest: Vec<Waker>,
+}
+
+impl Wakers {
+    fn push(&mut self, w: Waker) {
+        if self.first.is_none() {
+            self.first = Some(w);
+        } else {
+            self.rest.push(w);
+        }
+    }
+    fn wake(self) {
+        if let Some(w) = self.first {
+            w.wake();
+        }
+        for w in self.rest {
+            w.wake();
+        }
+    }
 }
 
 struct Consumer {
     id: u64,
     prefetch: usize,
     in_flight: usize,
-    tx: mpsc::UnboundedSender<Delivery>,
+    /// Set while the consumer's stream waits for a message.
+    waker: Option<Waker>,
 }
 
 /// Counts of one queue, for tests and diagnostics.
@@ -116,15 +256,28 @@ pub struct QueueStats {
 }
 
 impl MemoryTransport {
-    /// A new, empty transport.
+    /// A new, empty transport whose queues hold at most
+    /// [`DEFAULT_MAX_QUEUE_LEN`] ready messages each.
     pub fn new() -> Self {
-        Self::default()
+        Self::with_max_queue_len(DEFAULT_MAX_QUEUE_LEN)
+    }
+
+    /// A new, empty transport whose group queues hold at most `max` ready
+    /// messages each; publishing to a full queue waits until it drains.
+    pub fn with_max_queue_len(max: usize) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::default()),
+                max_queue_len: max.max(1),
+            }),
+        }
     }
 
     /// Counts for queue `name` (a group, or a group's dead-letter queue).
     pub fn queue_stats(&self, name: &str) -> Option<QueueStats> {
-        let state = self.shared.lock();
-        state.queues.get(name).map(|q| QueueStats {
+        let q = self.shared.lock().queues.get(name)?.clone();
+        let q = q.lock();
+        Some(QueueStats {
             ready: q.ready.len(),
             unacked: q.unacked.len(),
             consumers: q.consumers.len(),
@@ -133,146 +286,141 @@ impl MemoryTransport {
 
     /// Closes the transport: subscriptions end, publishing fails.
     pub fn close(&self) {
-        let mut state = self.shared.lock();
-        state.closed = true;
-        for q in state.queues.values_mut() {
-            q.consumers.clear();
+        let queues: Vec<Arc<QueueShared>> = {
+            let mut state = self.shared.lock();
+            state.closed = true;
+            state.queues.values().cloned().collect()
+        };
+        for qs in queues {
+            let wakers: Vec<Waker> = {
+                let mut q = qs.lock();
+                q.closed = true;
+                q.consumers
+                    .iter_mut()
+                    .filter_map(|c| c.waker.take())
+                    .collect()
+            };
+            qs.space.notify_waiters();
+            wakers.into_iter().for_each(Waker::wake);
         }
     }
 
     fn consume(&self, queue: &str, prefetch: u16) -> Result<Subscription, TransportError> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let mut state = self.shared.lock();
-        if state.closed {
-            return Err(TransportError::Closed);
-        }
-        state.next_consumer += 1;
-        let id = state.next_consumer;
-        let q = state.queue(queue);
-        q.consumers.push(Consumer {
+        let (qs, id) = {
+            let mut state = self.shared.lock();
+            if state.closed {
+                return Err(TransportError::Closed);
+            }
+            state.next_consumer += 1;
+            let id = state.next_consumer;
+            (state.queue(&self.shared, queue), id)
+        };
+        qs.lock().consumers.push(Consumer {
             id,
             prefetch: usize::from(prefetch.max(1)),
             in_flight: 0,
-            tx,
+            waker: None,
         });
-        dispatch(&self.shared, q);
-        drop(state);
         Ok(Subscription::new(MemoryStream {
-            guard: ConsumerGuard {
-                shared: self.shared.clone(),
-                queue: queue.to_owned(),
-                consumer: id,
-            },
-            rx,
+            queue: qs,
+            consumer: id,
         }))
     }
-}
 
-/// Hands ready messages to consumers with free prefetch credit, round-robin.
-fn dispatch(shared: &Arc<Shared>, q: &mut Queue) {
-    while !q.ready.is_empty() && !q.consumers.is_empty() {
-        let n = q.consumers.len();
-        let Some(idx) = (0..n)
-            .map(|i| (q.round_robin + i) % n)
-            .find(|&i| q.consumers[i].in_flight < q.consumers[i].prefetch)
-        else {
-            return;
+    /// Routes `envelope` to every queue bound to its name, waiting while any
+    /// of them is full.
+    async fn route(&self, envelope: Arc<Envelope>) -> Result<(), TransportError> {
+        let targets = {
+            let state = self.shared.lock();
+            if state.closed {
+                return Err(TransportError::Closed);
+            }
+            match state.routes.get(&envelope.name) {
+                Some(t) => t.clone(),
+                // No group subscribed: unroutable, like an AMQP exchange without bindings.
+                None => return Ok(()),
+            }
         };
-        q.round_robin = (idx + 1) % n;
-        let Some(msg) = q.ready.pop_front() else {
-            return;
-        };
-        q.next_tag += 1;
-        let tag = q.next_tag;
-        let consumer = &mut q.consumers[idx];
-        let delivery = Delivery::new(
-            msg.envelope.clone(),
-            msg.redelivered,
-            Box::new(MemoryAcker {
-                shared: shared.clone(),
-                queue: q.name.clone(),
-                tag,
-                settled: false,
-            }),
-        );
-        if consumer.tx.send(delivery).is_err() {
-            // The consumer's stream is gone; its guard will clean up. Put the
-            // message back and stop using this consumer.
-            q.ready.push_front(msg);
-            // (push_front keeps seq order: it was the smallest ready seq.)
-            let id = consumer.id;
-            q.consumers.retain(|c| c.id != id);
-            continue;
+        if let [q] = &*targets {
+            // One group (the common case): wait for room and push under one lock.
+            let mut envelope = Some(envelope);
+            loop {
+                let notified = q.space.notified();
+                tokio::pin!(notified);
+                let wakers = {
+                    let mut g = q.lock();
+                    if g.closed {
+                        return Err(TransportError::Closed);
+                    }
+                    if g.ready.len() < q.max_len {
+                        g.push_new(envelope.take().expect("pushed once"));
+                        Some(g.wakers())
+                    } else {
+                        g.publishers_waiting = true;
+                        notified.as_mut().enable();
+                        None
+                    }
+                };
+                match wakers {
+                    Some(w) => {
+                        w.wake();
+                        return Ok(());
+                    }
+                    None => notified.await,
+                }
+            }
         }
-        consumer.in_flight += 1;
-        let id = consumer.id;
-        q.unacked.insert(tag, (id, msg));
+        // Fan-out: wait until every queue has room, then push to all, so a
+        // cancelled publish never reached only some of the groups.
+        'wait: loop {
+            for q in targets.iter() {
+                let notified = q.space.notified();
+                tokio::pin!(notified);
+                let full = {
+                    let mut g = q.lock();
+                    if g.closed {
+                        return Err(TransportError::Closed);
+                    }
+                    let full = g.ready.len() >= q.max_len;
+                    if full {
+                        g.publishers_waiting = true;
+                        notified.as_mut().enable();
+                    }
+                    full
+                };
+                if full {
+                    notified.await;
+                    continue 'wait;
+                }
+            }
+            break;
+        }
+        for q in targets.iter() {
+            let wakers = {
+                let mut g = q.lock();
+                g.push_new(envelope.clone());
+                g.wakers()
+            };
+            wakers.wake();
+        }
+        Ok(())
     }
-}
-
-impl State {
-    /// The queue `name`, created empty if missing.
-    fn queue(&mut self, name: &str) -> &mut Queue {
-        self.queues
-            .entry(name.to_owned())
-            .or_insert_with(|| Queue {
-                name: Arc::from(name),
-                ..Queue::default()
-            })
-    }
-}
-
-/// Removes delivery `tag` from the unacked set, returning the message.
-fn settle(state: &mut State, queue: &str, tag: u64) -> Result<Message, TransportError> {
-    let q = state.queues.get_mut(queue).ok_or(TransportError::Settled)?;
-    let (consumer, msg) = q.unacked.remove(&tag).ok_or(TransportError::Settled)?;
-    if let Some(c) = q.consumers.iter_mut().find(|c| c.id == consumer) {
-        c.in_flight = c.in_flight.saturating_sub(1);
-    }
-    Ok(msg)
 }
 
 #[async_trait]
 impl Publisher for MemoryTransport {
     async fn publish(&self, envelope: &Envelope) -> Result<(), TransportError> {
-        self.publish_shared(Arc::new(envelope.clone())).await
+        self.route(Arc::new(envelope.clone())).await
     }
 
     async fn publish_shared(&self, envelope: Arc<Envelope>) -> Result<(), TransportError> {
-        let mut state = self.shared.lock();
-        if state.closed {
-            return Err(TransportError::Closed);
-        }
-        let state = &mut *state;
-        if let Some(targets) = state.routes.get(&envelope.name) {
-            for name in targets {
-                if let Some(q) = state.queues.get_mut(name) {
-                    q.push_new(envelope.clone());
-                    dispatch(&self.shared, q);
-                }
-            }
-        }
-        Ok(())
+        self.route(envelope).await
     }
 
     async fn publish_batch(&self, envelopes: &[Envelope]) -> Result<(), TransportError> {
-        let mut state = self.shared.lock();
-        if state.closed {
-            return Err(TransportError::Closed);
-        }
-        let state = &mut *state;
         for envelope in envelopes {
-            let Some(targets) = state.routes.get(&envelope.name) else {
-                continue; // no group subscribed: unroutable, like an AMQP exchange without bindings
-            };
             // One copy shared by every group's queue.
-            let shared = Arc::new(envelope.clone());
-            for name in targets {
-                if let Some(q) = state.queues.get_mut(name) {
-                    q.push_new(shared.clone());
-                    dispatch(&self.shared, q);
-                }
-            }
+            self.route(Arc::new(envelope.clone())).await?;
         }
         Ok(())
     }
@@ -286,11 +434,16 @@ impl Subscriber for MemoryTransport {
             if state.closed {
                 return Err(TransportError::Closed);
             }
-            state.queue(&spec.group);
+            let q = state.queue(&self.shared, &spec.group);
             for event in &spec.events {
-                let bound = state.routes.entry(event.clone()).or_default();
-                if !bound.contains(&spec.group) {
-                    bound.push(spec.group.clone());
+                let bound = state
+                    .routes
+                    .entry(event.clone())
+                    .or_insert_with(|| Arc::from([]));
+                if !bound.iter().any(|b| Arc::ptr_eq(b, &q)) {
+                    let mut v = bound.to_vec();
+                    v.push(q.clone());
+                    *bound = Arc::from(v);
                 }
             }
         }
@@ -307,8 +460,7 @@ impl Subscriber for MemoryTransport {
 }
 
 struct MemoryAcker {
-    shared: Arc<Shared>,
-    queue: Arc<str>,
+    queue: Arc<QueueShared>,
     tag: u64,
     settled: bool,
 }
@@ -316,24 +468,34 @@ struct MemoryAcker {
 impl MemoryAcker {
     fn finish(&mut self, outcome: Outcome) -> Result<(), TransportError> {
         self.settled = true;
-        let mut state = self.shared.lock();
-        let state = &mut *state;
-        let msg = settle(state, &self.queue, self.tag)?;
-        match outcome {
-            Outcome::Ack | Outcome::Drop => {}
-            Outcome::Requeue => {
-                if let Some(q) = state.queues.get_mut(&*self.queue) {
+        let qs = &self.queue;
+        let (msg, wakers) = {
+            let mut q = qs.lock();
+            let msg = q.settle(self.tag)?;
+            let msg = match outcome {
+                Outcome::Requeue => {
                     q.requeue(msg);
+                    None
                 }
-            }
-            Outcome::DeadLetter(envelope) => {
-                let dlq = state.queue(&dead_letter_name(&self.queue));
-                dlq.push_new(Arc::new(envelope));
-                dispatch(&self.shared, dlq);
-            }
-        }
-        if let Some(q) = state.queues.get_mut(&*self.queue) {
-            dispatch(&self.shared, q);
+                _ => Some(msg),
+            };
+            (msg, q.wakers())
+        };
+        wakers.wake();
+        drop(msg);
+        if let Outcome::DeadLetter(envelope) = outcome {
+            let Some(transport) = qs.transport.upgrade() else {
+                return Err(TransportError::Closed);
+            };
+            let dlq = transport
+                .lock()
+                .queue(&transport, &dead_letter_name(&qs.name));
+            let wakers = {
+                let mut q = dlq.lock();
+                q.push_new(Arc::new(envelope));
+                q.wakers()
+            };
+            wakers.wake();
         }
         Ok(())
     }
@@ -373,51 +535,171 @@ impl Acker for MemoryAcker {
     }
 }
 
-struct ConsumerGuard {
-    shared: Arc<Shared>,
-    queue: String,
+/// One consumer's deliveries, pulled from its queue. Dropping it requeues
+/// every unacked delivery of this consumer, in original order, flagged
+/// redelivered; their ackers then find them settled.
+struct MemoryStream {
+    queue: Arc<QueueShared>,
     consumer: u64,
 }
 
-impl Drop for ConsumerGuard {
+impl Drop for MemoryStream {
     fn drop(&mut self) {
-        let mut state = self.shared.lock();
-        let Some(q) = state.queues.get_mut(&*self.queue) else {
-            return;
-        };
-        q.consumers.retain(|c| c.id != self.consumer);
-        // Unacked deliveries of this consumer go back to the front, in
-        // their original order, flagged redelivered.
-        let tags: Vec<u64> = q
-            .unacked
-            .iter()
-            .filter(|(_, (c, _))| *c == self.consumer)
-            .map(|(t, _)| *t)
-            .collect();
-        for t in tags {
-            if let Some((_, m)) = q.unacked.remove(&t) {
-                q.requeue(m);
+        let wakers = {
+            let mut q = self.queue.lock();
+            q.consumers.retain(|c| c.id != self.consumer);
+            let mut mine: Vec<u64> = q
+                .unacked
+                .iter()
+                .filter(|(_, (c, _))| *c == self.consumer)
+                .map(|(t, _)| *t)
+                .collect();
+            mine.sort_unstable();
+            for t in mine {
+                if let Some((_, m)) = q.unacked.remove(&t) {
+                    q.requeue(m);
+                }
             }
-        }
-        if q.round_robin >= q.consumers.len() {
-            q.round_robin = 0;
-        }
-        dispatch(&self.shared, q);
+            q.wakers()
+        };
+        wakers.wake();
     }
-}
-
-struct MemoryStream {
-    // Dropped before `rx` (fields drop in order): the guard requeues every
-    // unacked delivery of this consumer, including those still buffered in
-    // `rx`, in their original order. Their ackers then find them settled.
-    #[allow(dead_code)]
-    guard: ConsumerGuard,
-    rx: mpsc::UnboundedReceiver<Delivery>,
 }
 
 impl Stream for MemoryStream {
     type Item = Result<Delivery, TransportError>;
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx).map(|o| o.map(Ok))
+    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        let this = &*self;
+        let qs = &this.queue;
+        let mut q = qs.lock();
+        if q.closed {
+            return Poll::Ready(None);
+        }
+        let Some(ci) = q.consumers.iter().position(|c| c.id == this.consumer) else {
+            return Poll::Ready(None);
+        };
+        let has_credit = q.consumers[ci].in_flight < q.consumers[ci].prefetch;
+        let msg = if has_credit {
+            q.ready.pop_front()
+        } else {
+            None
+        };
+        let Some(msg) = msg else {
+            let c = &mut q.consumers[ci];
+            match &c.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => c.waker = Some(cx.waker().clone()),
+            }
+            return Poll::Pending;
+        };
+        q.next_tag += 1;
+        let tag = q.next_tag;
+        q.consumers[ci].in_flight += 1;
+        let envelope = msg.envelope.clone();
+        let redelivered = msg.redelivered;
+        q.unacked.insert(tag, (this.consumer, msg));
+        let wake_publishers = q.publishers_waiting && q.ready.len() < qs.low_water();
+        if wake_publishers {
+            q.publishers_waiting = false;
+        }
+        drop(q);
+        if wake_publishers {
+            qs.space.notify_waiters();
+        }
+        Poll::Ready(Some(Ok(Delivery::new(
+            envelope,
+            redelivered,
+            Box::new(MemoryAcker {
+                queue: qs.clone(),
+                tag,
+                settled: false,
+            }),
+        ))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::testing::{envelope, expect_delivery};
+
+    async fn publish_in_background(
+        t: &MemoryTransport,
+        n: u64,
+    ) -> tokio::task::JoinHandle<Result<(), TransportError>> {
+        let t = t.clone();
+        tokio::spawn(async move {
+            for i in 0..n {
+                t.publish(&envelope("ev.bp", Some("k"), i)).await?;
+            }
+            Ok(())
+        })
+    }
+
+    #[tokio::test]
+    async fn full_queue_makes_publishers_wait_until_it_drains() {
+        let t = MemoryTransport::with_max_queue_len(8);
+        let mut sub = t
+            .subscribe(SubscriptionSpec::new("g-bp", ["ev.bp"]).prefetch(1))
+            .await
+            .unwrap();
+        let publisher = publish_in_background(&t, 20).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // 8 ready + 1 delivered to the consumer's prefetch on its first poll at most.
+        let stats = t.queue_stats("g-bp").unwrap();
+        assert_eq!(stats.ready, 8, "queue grew past its limit: {stats:?}");
+        assert!(!publisher.is_finished(), "publisher did not wait");
+        for i in 0..20 {
+            let d = expect_delivery(&mut sub, "backpressure").await;
+            assert_eq!(d.envelope.headers.get("x-test-n"), Some(&*i.to_string()));
+            d.ack().await.unwrap();
+        }
+        publisher.await.unwrap().unwrap();
+        assert_eq!(t.queue_stats("g-bp").unwrap().ready, 0);
+    }
+
+    #[tokio::test]
+    async fn close_releases_waiting_publishers() {
+        let t = MemoryTransport::with_max_queue_len(2);
+        let _sub = t
+            .subscribe(SubscriptionSpec::new("g-bp", ["ev.bp"]).prefetch(1))
+            .await
+            .unwrap();
+        let publisher = publish_in_background(&t, 10).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!publisher.is_finished());
+        t.close();
+        let r = tokio::time::timeout(Duration::from_secs(5), publisher)
+            .await
+            .expect("publisher still blocked after close")
+            .unwrap();
+        assert!(matches!(r, Err(TransportError::Closed)));
+    }
+
+    #[tokio::test]
+    async fn fan_out_waits_for_every_full_group() {
+        let t = MemoryTransport::with_max_queue_len(4);
+        let spec = |g: &str| SubscriptionSpec::new(g, ["ev.bp"]).prefetch(1);
+        let mut a = t.subscribe(spec("g-a")).await.unwrap();
+        let mut b = t.subscribe(spec("g-b")).await.unwrap();
+        let publisher = publish_in_background(&t, 12).await;
+        // `a` drains, but the full queue of `b` holds the publisher back:
+        // no group gets ahead of another by more than the limit.
+        for _ in 0..4 {
+            expect_delivery(&mut a, "a").await.ack().await.unwrap();
+        }
+        crate::testing::expect_quiet(&mut a, "a ahead of full b").await;
+        assert_eq!(t.queue_stats("g-b").unwrap().ready, 4);
+        assert!(!publisher.is_finished());
+        for _ in 0..4 {
+            expect_delivery(&mut b, "b").await.ack().await.unwrap();
+        }
+        for _ in 4..12 {
+            expect_delivery(&mut b, "b").await.ack().await.unwrap();
+            expect_delivery(&mut a, "a").await.ack().await.unwrap();
+        }
+        publisher.await.unwrap().unwrap();
     }
 }

@@ -1,6 +1,5 @@
 //! Maps a delivery to a worker.
 
-use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 
 /// Chooses the worker for a key.
@@ -9,27 +8,29 @@ pub trait Partitioner: Send + Sync + 'static {
     fn partition(&self, key: &str, workers: usize) -> usize;
 }
 
-/// `hash(key) % workers` with a fixed hash function, so the mapping is the
-/// same in every process and run.
+/// `hash(key) % workers` with a fixed hash function (FNV-1a, then a
+/// murmur3 finalizer so every bit of the key reaches the low bits), so the
+/// mapping is the same in every process and run.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HashPartitioner;
 
-/// A fixed-key hasher builder (SipHash with zero keys).
-#[derive(Debug, Clone, Copy, Default)]
-struct StableState;
-
-impl BuildHasher for StableState {
-    type Hasher = std::collections::hash_map::DefaultHasher;
-    fn build_hasher(&self) -> Self::Hasher {
-        std::collections::hash_map::DefaultHasher::new()
+/// The stable 64-bit hash of a partition key.
+fn stable_hash(key: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in key {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
 }
 
 impl Partitioner for HashPartitioner {
     fn partition(&self, key: &str, workers: usize) -> usize {
-        let mut h = StableState.build_hasher();
-        h.write(key.as_bytes());
-        (h.finish() % workers.max(1) as u64) as usize
+        (stable_hash(key.as_bytes()) % workers.max(1) as u64) as usize
     }
 }
 
@@ -40,5 +41,27 @@ pub(crate) struct RoundRobin(AtomicUsize);
 impl RoundRobin {
     pub(crate) fn next(&self, workers: usize) -> usize {
         self.0.fetch_add(1, AtomicOrdering::Relaxed) % workers.max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{HashPartitioner, Partitioner};
+
+    #[test]
+    fn keys_spread_evenly() {
+        for workers in [2usize, 4, 16] {
+            let mut counts = vec![0usize; workers];
+            for k in 0..16_000 {
+                counts[HashPartitioner.partition(&format!("key-{k}"), workers)] += 1;
+            }
+            let expected = 16_000 / workers;
+            for c in counts {
+                assert!(
+                    c > expected * 8 / 10 && c < expected * 12 / 10,
+                    "{workers}: {c}"
+                );
+            }
+        }
     }
 }

@@ -57,6 +57,9 @@ fn expand(input: &HandlerInput<'_>, plan: &HandlerPlan<'_>, p: &TokenStream) -> 
     if let Some(jitter) = plan.jitter {
         settings.push(quote!(__config.retry.backoff.jitter = #jitter;));
     }
+    if let Some(inbox) = plan.inbox {
+        settings.push(quote!(__config.inbox = #inbox;));
+    }
     match plan.timeout {
         None => {}
         Some(Timeout::Millis(ms)) => settings.push(quote!(

@@ -1,0 +1,128 @@
+//! The inbox on MySQL / MariaDB. A concurrent duplicate waits on the row
+//! lock of the inbox key until the first transaction ends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::{MySql, MySqlPool, Transaction};
+use uuid::Uuid;
+
+use super::{AsInboxStore, Inbox, InboxConfig, InboxError, InboxStore, InboxTx};
+use crate::migrate::{self, Component, TableName};
+use crate::outbox::millis;
+use crate::Context;
+
+impl Inbox<MySql> {
+    /// An inbox in table `eventbus_inbox` of `pool`'s database.
+    pub fn mysql(pool: MySqlPool) -> Self {
+        Self::from_parts(pool, InboxConfig::default())
+    }
+    /// An inbox configured by `config`.
+    pub fn mysql_with(pool: MySqlPool, config: InboxConfig) -> Self {
+        Self::from_parts(pool, config)
+    }
+    /// Begins a transaction and records `cx`'s message for `cx`'s group in
+    /// it. `None`: already handled — ack and skip.
+    pub async fn begin(
+        &self,
+        cx: &Context,
+    ) -> Result<Option<Transaction<'static, MySql>>, InboxError> {
+        self.begin_for(cx.message_id(), cx.group()).await
+    }
+    /// [`Inbox::begin`] for an explicit message id and group.
+    pub async fn begin_for(
+        &self,
+        message_id: Uuid,
+        group: &str,
+    ) -> Result<Option<Transaction<'static, MySql>>, InboxError> {
+        MyInbox::new(self.pool().clone(), self.config().table_name().clone())
+            .begin_typed(message_id, group)
+            .await
+    }
+    /// Creates or upgrades the inbox table.
+    pub async fn migrate(&self) -> Result<(), InboxError> {
+        migrate::mysql(self.pool(), Component::Inbox, self.config().table_name()).await?;
+        Ok(())
+    }
+}
+
+impl AsInboxStore for Inbox<MySql> {
+    fn as_inbox_store(&self) -> Arc<dyn InboxStore> {
+        Arc::new(MyInbox::new(
+            self.pool().clone(),
+            self.config().table_name().clone(),
+        ))
+    }
+}
+
+struct MyInbox {
+    pool: MySqlPool,
+    insert: String,
+    prune: String,
+    contains: String,
+}
+
+impl MyInbox {
+    fn new(pool: MySqlPool, table: TableName) -> Self {
+        Self {
+            pool,
+            insert: format!(
+                "INSERT IGNORE INTO {table} (group_name, message_id) VALUES (?, ?)"
+            ),
+            prune: format!(
+                "DELETE FROM {table} WHERE processed_at < NOW(6) - INTERVAL ? MICROSECOND ORDER BY processed_at LIMIT ?"
+            ),
+            contains: format!("SELECT count(*) FROM {table} WHERE group_name = ? AND message_id = ?"),
+        }
+    }
+
+    async fn begin_typed(
+        &self,
+        message_id: Uuid,
+        group: &str,
+    ) -> Result<Option<Transaction<'static, MySql>>, InboxError> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(&self.insert)
+            .bind(group)
+            .bind(message_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if inserted == 0 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        Ok(Some(tx))
+    }
+}
+
+#[async_trait]
+impl InboxStore for MyInbox {
+    async fn begin(
+        &self,
+        message_id: Uuid,
+        group: &str,
+    ) -> Result<Option<Box<dyn InboxTx>>, InboxError> {
+        Ok(self
+            .begin_typed(message_id, group)
+            .await?
+            .map(|tx| Box::new(tx) as Box<dyn InboxTx>))
+    }
+    async fn prune_batch(&self, older_than: Duration, limit: u32) -> Result<u64, InboxError> {
+        Ok(sqlx::query(&self.prune)
+            .bind(millis(older_than).saturating_mul(1000))
+            .bind(i64::from(limit))
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+    async fn contains(&self, message_id: Uuid, group: &str) -> Result<bool, InboxError> {
+        let n: i64 = sqlx::query_scalar(&self.contains)
+            .bind(group)
+            .bind(message_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n > 0)
+    }
+}
