@@ -69,5 +69,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// `Result` with [`BoxError`].
 pub type Result<T, E = BoxError> = std::result::Result<T, E>;
 
+/// sqlx, re-exported so applications use the same version as the outbox and inbox.
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+pub use sqlx;
+
 /// `async_trait`, re-exported so handler impls need no extra dependency.
 pub use async_trait::async_trait;
