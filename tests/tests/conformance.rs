@@ -8,7 +8,9 @@ use eventbus::testing;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amqp_transport_on_embedded_broker_conforms() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = EmbeddedBroker::start(dir.path()).await.expect("start broker");
+    let broker = EmbeddedBroker::start(dir.path())
+        .await
+        .expect("start broker");
     let transport = broker.transport().await.expect("connect");
     testing::run_conformance(&transport).await;
     transport.close().await.unwrap();

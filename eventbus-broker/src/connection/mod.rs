@@ -1,0 +1,877 @@
+//! One task per client socket: reads frames, runs the handshake, routes frames to channels,
+//! writes replies and deliveries, keeps heartbeats, and closes with the right reply code.
+
+pub mod handshake;
+pub mod outbox;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use amq_protocol::protocol::{channel, connection, AMQPClass};
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::watch;
+
+use self::handshake::{client_capability, negotiate, ConnectionStep};
+use self::outbox::Outbox;
+use crate::auth::{sasl, Permission};
+use crate::channel::{Channel, ChannelState, Session};
+use crate::config::Config;
+use crate::error::AmqpError;
+use crate::model::{ConnHandle, Core, Notify};
+use crate::protocol::constants::{ReplyCode, FRAME_MIN_SIZE, PROTOCOL_HEADER};
+use crate::protocol::frame::{self, DecodeError, Frame};
+use crate::protocol::method::ids;
+
+/// Why the connection loop ended.
+#[derive(Debug)]
+enum Exit {
+    /// Peer went away or I/O failed.
+    Gone,
+    /// We sent connection.close and got close-ok (or gave up waiting).
+    Closed,
+}
+
+/// Per-connection state.
+#[derive(Debug)]
+pub struct Connection {
+    core: Arc<Core>,
+    config: Arc<Config>,
+    id: u64,
+    peer: SocketAddr,
+    reader: OwnedReadHalf,
+    writer: OwnedWriteHalf,
+    inbuf: BytesMut,
+    out: Outbox,
+    step: ConnectionStep,
+    frame_max: u32,
+    channel_max: u16,
+    heartbeat: u16,
+    user: String,
+    vhost: Option<String>,
+    perm: Option<Permission>,
+    cancel_notify: bool,
+    /// Client understands connection.blocked/unblocked.
+    blocked_notify: bool,
+    /// The connection has published content (subject to the memory watermark).
+    publisher: bool,
+    /// Reads are paused because of the memory watermark.
+    blocked: bool,
+    channels: HashMap<u16, Channel>,
+    notify_tx: UnboundedSender<Notify>,
+    notify_rx: UnboundedReceiver<Notify>,
+    last_recv: Instant,
+    kick: HashSet<String>,
+    /// Confirms held back until the message store has synced (durable stores only).
+    deferred: Vec<(u16, AMQPClass)>,
+}
+
+impl Connection {
+    /// Serve one client socket until it closes.
+    pub async fn serve(
+        stream: TcpStream,
+        peer: SocketAddr,
+        core: Arc<Core>,
+        config: Arc<Config>,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let (reader, writer) = stream.into_split();
+        let (notify_tx, notify_rx) = unbounded_channel();
+        let id = core.next_connection_id();
+        let mut conn = Connection {
+            core,
+            frame_max: config.frame_max,
+            channel_max: config.channel_max,
+            heartbeat: config.heartbeat,
+            config,
+            id,
+            peer,
+            reader,
+            writer,
+            inbuf: BytesMut::with_capacity(64 * 1024),
+            out: Outbox {
+                buf: Vec::with_capacity(64 * 1024),
+                frame_max: FRAME_MIN_SIZE,
+            },
+            step: ConnectionStep::ProtocolHeader,
+            user: String::new(),
+            vhost: None,
+            perm: None,
+            cancel_notify: false,
+            blocked_notify: false,
+            publisher: false,
+            blocked: false,
+            channels: HashMap::new(),
+            notify_tx,
+            notify_rx,
+            last_recv: Instant::now(),
+            kick: HashSet::new(),
+            deferred: Vec::new(),
+        };
+        tracing::debug!(conn = id, %peer, "accepted connection");
+        let exit = conn.run(shutdown).await;
+        conn.teardown();
+        tracing::debug!(conn = id, ?exit, "connection finished");
+    }
+
+    fn teardown(&mut self) {
+        let Some(vhost) = self.vhost.clone() else {
+            return;
+        };
+        let mut channels = std::mem::take(&mut self.channels);
+        for ch in channels.values_mut() {
+            let mut s = Session {
+                core: &self.core,
+                conn_id: self.id,
+                vhost: &vhost,
+                user: &self.user,
+                perm: self.perm.as_ref(),
+                out: &mut self.out,
+                notify: &self.notify_tx,
+                max_message_size: self.config.max_message_size,
+                kick: &mut self.kick,
+                cancel_notify: false,
+                deferred: &mut self.deferred,
+            };
+            ch.cleanup(&mut s);
+        }
+        // messages already routed to us but not yet written go back to their queues
+        self.notify_rx.close();
+        let mut ch0 = Channel::new(0);
+        while let Ok(n) = self.notify_rx.try_recv() {
+            if let Notify::Deliver(d) = n {
+                let mut s = Session {
+                    core: &self.core,
+                    conn_id: self.id,
+                    vhost: &vhost,
+                    user: &self.user,
+                    perm: self.perm.as_ref(),
+                    out: &mut self.out,
+                    notify: &self.notify_tx,
+                    max_message_size: self.config.max_message_size,
+                    kick: &mut self.kick,
+                    cancel_notify: false,
+                    deferred: &mut self.deferred,
+                };
+                ch0.deliver(&mut s, d);
+            }
+        }
+        self.core.connection_closed(self.id, Some(&vhost));
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.out.buf.is_empty() {
+            self.writer.write_all(&self.out.buf).await?;
+            self.out.buf.clear();
+            if self.out.buf.capacity() > 4 * 1024 * 1024 {
+                self.out.buf.shrink_to(64 * 1024);
+            }
+        }
+        Ok(())
+    }
+
+    async fn run(&mut self, mut shutdown: watch::Receiver<bool>) -> Exit {
+        // --- protocol header (with handshake timeout) ---
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_secs(self.config.handshake_timeout_secs);
+        let hs = tokio::time::timeout_at(deadline, self.read_protocol_header()).await;
+        match hs {
+            Ok(Ok(true)) => {}
+            _ => return Exit::Gone,
+        }
+        self.out.method(0, handshake::start());
+        self.step = ConnectionStep::StartOk;
+        if self.flush().await.is_err() {
+            return Exit::Gone;
+        }
+        let mut hb_interval = tokio::time::interval(Duration::from_secs(3600));
+        hb_interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut hb_period: Option<Duration> = None;
+        let mut closing_since: Option<Instant> = None;
+        loop {
+            if self.step != ConnectionStep::Running
+                && self.step != ConnectionStep::Closing
+                && tokio::time::Instant::now() > deadline
+            {
+                return Exit::Gone;
+            }
+            if self.flush().await.is_err() {
+                return Exit::Gone;
+            }
+            if let Some(t) = closing_since {
+                if t.elapsed() > Duration::from_secs(5) {
+                    return Exit::Closed;
+                }
+            }
+            let want_hb = (self.step == ConnectionStep::Running && self.heartbeat > 0)
+                .then(|| Duration::from_secs(self.heartbeat as u64));
+            if want_hb != hb_period {
+                hb_period = want_hb;
+                let p = want_hb.map(|d| d / 2).unwrap_or(Duration::from_secs(3600));
+                hb_interval = tokio::time::interval_at(tokio::time::Instant::now() + p, p);
+                hb_interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            }
+            self.check_watermark();
+            if self.blocked {
+                // heartbeats are not read while blocked; do not count that against the client
+                self.last_recv = Instant::now();
+            }
+            tokio::select! {
+                            biased;
+                            r = self.reader.read_buf(&mut self.inbuf), if !self.blocked => {
+                                match r {
+                                    Ok(0) | Err(_) => return Exit::Gone,
+                                    Ok(_) => {
+                                        self.last_recv = Instant::now();
+                                        match self.process_input() {
+                                            Ok(()) => {
+                                                if !self.deferred.is_empty() {
+                                                    // group commit: one sync covers every publish in this batch
+                                                    if let Err(e) = self.core.store.sync().await {
+                                                        tracing::error!(error = %e, "message store sync failed");
+                                                        return Exit::Gone;
+                                                    }
+                                                    for (ch, m) in std::mem::take(&mut self.deferred) {
+                                                        self.out.method(ch, m);
+                                                    }
+                                                }
+                                            }
+                                            Err(ConnErr::Gone) => return Exit::Gone,
+            Err(ConnErr::CloseOk) => {
+                                                let _ = self.flush().await;
+                                                return Exit::Closed;
+                                            }
+                                            Err(ConnErr::ClientClosed) => {
+                                                // like RabbitMQ: after close-ok keep reading (and discarding) until the
+                                                // client closes the socket, so its in-flight writes do not hit a reset
+                                                let _ = self.flush().await;
+                                                // release exclusive queues, consumers and unacked messages now (RabbitMQ
+                                                // does it before close-ok), not when the client gets round to closing
+                                                // its socket; `serve` calling teardown again is then a no-op
+                                                self.teardown();
+                                                let drain = async {
+                                                    let mut scratch = [0u8; 8192];
+                                                    while let Ok(n) = self.reader.read(&mut scratch).await {
+                                                        if n == 0 {
+                                                            break;
+                                                        }
+                                                    }
+                                                };
+                                                let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
+                                                return Exit::Closed;
+                                            }
+                                            Err(ConnErr::Exception(e)) => {
+                                                self.send_close(&e);
+                                                closing_since = Some(Instant::now());
+                                                if self.step != ConnectionStep::Running && self.step != ConnectionStep::Closing {
+                                                    let _ = self.flush().await;
+                                                    return Exit::Closed;
+                                                }
+                                                self.step = ConnectionStep::Closing;
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                            // after our connection.close nothing else may be sent: deliveries wait in
+                            // the channel and go back to their queues at teardown
+                            n = self.notify_rx.recv(), if closing_since.is_none() => {
+                                if let Some(n) = n {
+                                    if let Some(e) = self.handle_notify(n) {
+                                        self.send_close(&e);
+                                        self.step = ConnectionStep::Closing;
+                                        closing_since = Some(Instant::now());
+                                    }
+                                    // drain a bounded batch without waiting
+                                    for _ in 0..256 {
+                                        match self.notify_rx.try_recv() {
+                                            Ok(n) => {
+                                                if let Some(e) = self.handle_notify(n) {
+                                                    self.send_close(&e);
+                                                    self.step = ConnectionStep::Closing;
+                                                    closing_since = Some(Instant::now());
+                                                }
+                                            }
+                                            Err(_) => break,
+                                        }
+                                    }
+                                    self.run_kicks();
+                                }
+                            }
+                            _ = hb_interval.tick(), if hb_period.is_some() => {
+                                let period = hb_period.unwrap_or(Duration::from_secs(60));
+                                if self.last_recv.elapsed() > period * 2 {
+                                    tracing::info!(conn = self.id, peer = %self.peer, "missed heartbeats from client, closing");
+                                    return Exit::Gone;
+                                }
+                                self.out.heartbeat();
+                            }
+                            _ = shutdown.changed(), if closing_since.is_none() => {
+                                let e = AmqpError::new(ReplyCode::ConnectionForced, "broker forced connection closure with reason 'shutdown'");
+                                self.send_close(&e);
+                                if self.step != ConnectionStep::Running {
+                                    let _ = self.flush().await;
+                                    return Exit::Closed;
+                                }
+                                self.step = ConnectionStep::Closing;
+                                closing_since = Some(Instant::now());
+                            }
+                            _ = tokio::time::sleep(Duration::from_millis(500)), if closing_since.is_some() => {}
+                _ = tokio::time::sleep(Duration::from_millis(20)), if self.blocked => {}
+                            _ = tokio::time::sleep_until(deadline), if self.step != ConnectionStep::Running && closing_since.is_none() => {
+                                tracing::info!(conn = self.id, peer = %self.peer, "handshake timeout");
+                                return Exit::Gone;
+                            }
+                        }
+        }
+    }
+
+    /// Block or unblock a publishing connection around the memory high watermark.
+    fn check_watermark(&mut self) {
+        let wm = self.config.memory_high_watermark;
+        if wm == 0 || !self.publisher || self.step != ConnectionStep::Running {
+            return;
+        }
+        let over = self.core.memory.used() > wm;
+        if over && !self.blocked {
+            self.blocked = true;
+            tracing::info!(conn = self.id, used = self.core.memory.used(), "memory high watermark reached; blocking publisher");
+            if self.blocked_notify {
+                self.out.method(
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::Blocked(connection::Blocked { reason: "low on memory".into() })),
+                );
+            }
+        } else if !over && self.blocked {
+            self.blocked = false;
+            if self.blocked_notify {
+                self.out.method(0, AMQPClass::Connection(connection::AMQPMethod::Unblocked(connection::Unblocked {})));
+            }
+        }
+    }
+
+    async fn read_protocol_header(&mut self) -> std::io::Result<bool> {
+        while self.inbuf.len() < 8 {
+            if self.reader.read_buf(&mut self.inbuf).await? == 0 {
+                return Ok(false);
+            }
+        }
+        if &self.inbuf[..8] != PROTOCOL_HEADER {
+            let _ = self.writer.write_all(PROTOCOL_HEADER).await;
+            return Ok(false);
+        }
+        let _ = self.inbuf.split_to(8);
+        Ok(true)
+    }
+
+    fn send_close(&mut self, e: &AmqpError) {
+        tracing::info!(conn = self.id, peer = %self.peer, code = e.code.code(), text = %e.text, "closing connection");
+        self.out.method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
+                reply_code: e.code.code(),
+                reply_text: e.reply_text().into(),
+                class_id: 0,
+                method_id: 0,
+            })),
+        );
+    }
+
+    fn process_input(&mut self) -> Result<(), ConnErr> {
+        let res = loop {
+            let limit =
+                if self.step == ConnectionStep::Running || self.step == ConnectionStep::Closing {
+                    self.frame_max
+                } else {
+                    self.config.frame_max
+                };
+            match frame::decode(&mut self.inbuf, limit) {
+                Ok(None) => break Ok(()),
+                Ok(Some(f)) => {
+                    if let Err(e) = self.handle_frame(f) {
+                        break Err(e);
+                    }
+                }
+                Err(e) => {
+                    if self.step == ConnectionStep::Closing {
+                        break Err(ConnErr::Gone);
+                    }
+                    break Err(ConnErr::Exception(decode_error_to_amqp(&e)));
+                }
+            }
+        };
+        self.run_kicks();
+        res
+    }
+
+    fn run_kicks(&mut self) {
+        if self.kick.is_empty() {
+            return;
+        }
+        let Some(vhost) = &self.vhost else { return };
+        let kick = std::mem::take(&mut self.kick);
+        self.core.with_vhost(vhost, |vh, ctx| {
+            for q in &kick {
+                vh.dispatch(q, ctx);
+            }
+        });
+    }
+
+    fn session_parts(&mut self) -> Option<(String,)> {
+        self.vhost.clone().map(|v| (v,))
+    }
+
+    fn handle_notify(&mut self, n: Notify) -> Option<AmqpError> {
+        let (vhost,) = self.session_parts()?;
+        match n {
+            Notify::Deliver(d) => {
+                let chan = d.channel;
+                let mut s = Session {
+                    core: &self.core,
+                    conn_id: self.id,
+                    vhost: &vhost,
+                    user: &self.user,
+                    perm: self.perm.as_ref(),
+                    out: &mut self.out,
+                    notify: &self.notify_tx,
+                    max_message_size: self.config.max_message_size,
+                    kick: &mut self.kick,
+                    cancel_notify: self.cancel_notify,
+                    deferred: &mut self.deferred,
+                };
+                match self.channels.get_mut(&chan) {
+                    Some(ch) => ch.deliver(&mut s, d),
+                    None => Channel::new(chan).deliver(&mut s, d),
+                }
+                None
+            }
+            Notify::Cancelled {
+                channel,
+                consumer_tag,
+            } => {
+                let mut s = Session {
+                    core: &self.core,
+                    conn_id: self.id,
+                    vhost: &vhost,
+                    user: &self.user,
+                    perm: self.perm.as_ref(),
+                    out: &mut self.out,
+                    notify: &self.notify_tx,
+                    max_message_size: self.config.max_message_size,
+                    kick: &mut self.kick,
+                    cancel_notify: self.cancel_notify,
+                    deferred: &mut self.deferred,
+                };
+                if let Some(ch) = self.channels.get_mut(&channel) {
+                    ch.server_cancelled(&mut s, &consumer_tag);
+                }
+                None
+            }
+            Notify::Close { code, text } => {
+                let code = match code {
+                    320 => ReplyCode::ConnectionForced,
+                    _ => ReplyCode::InternalError,
+                };
+                Some(AmqpError::new(code, text))
+            }
+        }
+    }
+
+    fn handle_frame(&mut self, f: Frame) -> Result<(), ConnErr> {
+        match self.step {
+            ConnectionStep::Running => self.handle_running(f),
+            ConnectionStep::Closing => match f {
+                Frame::Method(0, m) => match *m {
+                    AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)) => {
+                        Err(ConnErr::CloseOk)
+                    }
+                    AMQPClass::Connection(connection::AMQPMethod::Close(_)) => {
+                        self.out.method(
+                            0,
+                            AMQPClass::Connection(connection::AMQPMethod::CloseOk(
+                                connection::CloseOk {},
+                            )),
+                        );
+                        Err(ConnErr::ClientClosed)
+                    }
+                    _ => Ok(()),
+                },
+                _ => Ok(()),
+            },
+            _ => self.handle_handshake(f),
+        }
+    }
+
+    fn handle_handshake(&mut self, f: Frame) -> Result<(), ConnErr> {
+        let Frame::Method(0, m) = f else {
+            if matches!(f, Frame::Heartbeat(_)) {
+                return Ok(());
+            }
+            return Err(ConnErr::Exception(AmqpError::new(
+                ReplyCode::UnexpectedFrame,
+                "expected method frame on channel 0 during handshake",
+            )));
+        };
+        let unexpected = |m: &AMQPClass| {
+            let (c, mm) = ids(m);
+            ConnErr::Exception(AmqpError::new(
+                ReplyCode::CommandInvalid,
+                format!("unexpected method {c}/{mm} during handshake"),
+            ))
+        };
+        match (self.step, *m) {
+            (
+                ConnectionStep::StartOk,
+                AMQPClass::Connection(connection::AMQPMethod::StartOk(s)),
+            ) => {
+                let mech = s.mechanism.as_str();
+                if mech != "PLAIN" && mech != "AMQPLAIN" {
+                    return Err(ConnErr::Exception(
+                        AmqpError::new(
+                            ReplyCode::CommandInvalid,
+                            format!("unknown authentication mechanism '{mech}'"),
+                        )
+                        .hard(),
+                    ));
+                }
+                let Some((user, pass)) = sasl::parse_response(mech, s.response.as_bytes()) else {
+                    return Err(ConnErr::Exception(AmqpError::new(
+                        ReplyCode::SyntaxError,
+                        "malformed SASL response",
+                    )));
+                };
+                let refused = || {
+                    ConnErr::Exception(
+                        AmqpError::access_refused(format!(
+                            "Login was refused using authentication mechanism {mech}. For details see the broker logfile."
+                        ))
+                        .hard(),
+                    )
+                };
+                let Some(u) = self.core.authenticate(&user, &pass) else {
+                    tracing::warn!(conn = self.id, peer = %self.peer, %user, "authentication failed");
+                    return Err(refused());
+                };
+                if u.name == "guest" && !self.peer.ip().is_loopback() {
+                    tracing::warn!(conn = self.id, peer = %self.peer, "guest may only connect from loopback");
+                    return Err(ConnErr::Exception(
+                        AmqpError::access_refused("user 'guest' can only connect via localhost")
+                            .hard(),
+                    ));
+                }
+                self.user = u.name;
+                self.cancel_notify =
+                    client_capability(&s.client_properties, "consumer_cancel_notify");
+                self.blocked_notify = client_capability(&s.client_properties, "connection.blocked");
+                self.out.method(
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::Tune(connection::Tune {
+                        channel_max: self.config.channel_max,
+                        frame_max: self.config.frame_max,
+                        heartbeat: self.config.heartbeat,
+                    })),
+                );
+                self.step = ConnectionStep::TuneOk;
+                Ok(())
+            }
+            (ConnectionStep::TuneOk, AMQPClass::Connection(connection::AMQPMethod::TuneOk(t))) => {
+                if t.frame_max != 0 && t.frame_max < FRAME_MIN_SIZE {
+                    return Err(ConnErr::Exception(AmqpError::new(
+                        ReplyCode::NotAllowed,
+                        format!("frame_max={} < {FRAME_MIN_SIZE} min size", t.frame_max),
+                    )));
+                }
+                // 0 from the client means "no preference": it gets ours
+                if t.frame_max > self.config.frame_max {
+                    return Err(ConnErr::Exception(AmqpError::new(
+                        ReplyCode::NotAllowed,
+                        format!(
+                            "frame_max={} > {} max size",
+                            t.frame_max, self.config.frame_max
+                        ),
+                    )));
+                }
+                if t.channel_max > self.config.channel_max
+                    || (t.channel_max == 0 && self.config.channel_max != u16::MAX)
+                {
+                    // a client asking for "no limit" gets ours
+                    self.channel_max = self.config.channel_max;
+                } else {
+                    self.channel_max = negotiate(self.config.channel_max, t.channel_max);
+                }
+                self.frame_max = negotiate(self.config.frame_max, t.frame_max);
+                self.out.frame_max = self.frame_max;
+                self.heartbeat = t.heartbeat;
+                self.step = ConnectionStep::Open;
+                Ok(())
+            }
+            (ConnectionStep::Open, AMQPClass::Connection(connection::AMQPMethod::Open(o))) => {
+                let vhost = o.virtual_host.to_string();
+                if !self.core.vhost_exists(&vhost) {
+                    return Err(ConnErr::Exception(AmqpError::new(
+                        ReplyCode::NotAllowed,
+                        format!("vhost {vhost} not found"),
+                    )));
+                }
+                let Some(perm) = self.core.permission(&self.user, &vhost) else {
+                    return Err(ConnErr::Exception(AmqpError::new(
+                        ReplyCode::NotAllowed,
+                        format!("access to vhost '{vhost}' refused for user '{}'", self.user),
+                    )));
+                };
+                let max = self.config.max_connections;
+                if max != 0 && self.core.connection_count() >= max {
+                    return Err(ConnErr::Exception(AmqpError::new(
+                        ReplyCode::NotAllowed,
+                        format!("access to vhost '{vhost}' refused for user '{}': connection limit ({max}) is reached", self.user),
+                    )));
+                }
+                self.core.add_connection(
+                    self.id,
+                    ConnHandle {
+                        tx: self.notify_tx.clone(),
+                        user: self.user.clone(),
+                        peer: self.peer.to_string(),
+                        vhost: vhost.clone(),
+                    },
+                );
+                self.vhost = Some(vhost);
+                self.perm = Some(perm);
+                self.out.method(
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})),
+                );
+                self.step = ConnectionStep::Running;
+                Ok(())
+            }
+            (_, AMQPClass::Connection(connection::AMQPMethod::Close(_))) => {
+                self.out.method(
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
+                );
+                Err(ConnErr::ClientClosed)
+            }
+            (_, m) => Err(unexpected(&m)),
+        }
+    }
+
+    fn handle_running(&mut self, f: Frame) -> Result<(), ConnErr> {
+        let vhost = self.vhost.clone().unwrap_or_default();
+        let chan = f.channel();
+        if chan == 0 {
+            return match f {
+                Frame::Heartbeat(_) => Ok(()),
+                Frame::Method(_, m) => match *m {
+                    AMQPClass::Connection(connection::AMQPMethod::Close(_)) => {
+                        self.out.method(
+                            0,
+                            AMQPClass::Connection(connection::AMQPMethod::CloseOk(
+                                connection::CloseOk {},
+                            )),
+                        );
+                        Err(ConnErr::ClientClosed)
+                    }
+                    AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)) => {
+                        Err(ConnErr::CloseOk)
+                    }
+                    AMQPClass::Connection(
+                        connection::AMQPMethod::Blocked(_) | connection::AMQPMethod::Unblocked(_),
+                    ) => Ok(()),
+                    AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(_)) => {
+                        self.out.method(
+                            0,
+                            AMQPClass::Connection(connection::AMQPMethod::UpdateSecretOk(
+                                connection::UpdateSecretOk {},
+                            )),
+                        );
+                        Ok(())
+                    }
+                    m => {
+                        let (c, mm) = ids(&m);
+                        Err(ConnErr::Exception(AmqpError::new(
+                            ReplyCode::CommandInvalid,
+                            format!("unexpected method {c}/{mm} on channel 0"),
+                        )))
+                    }
+                },
+                _ => Err(ConnErr::Exception(AmqpError::new(
+                    ReplyCode::UnexpectedFrame,
+                    "unexpected content frame on channel 0",
+                ))),
+            };
+        }
+        if let Frame::Heartbeat(_) = f {
+            return Err(ConnErr::Exception(AmqpError::new(
+                ReplyCode::FrameError,
+                format!("heartbeat frame on channel {chan}"),
+            )));
+        }
+        let mut s = Session {
+            core: &self.core,
+            conn_id: self.id,
+            vhost: &vhost,
+            user: &self.user,
+            perm: self.perm.as_ref(),
+            out: &mut self.out,
+            notify: &self.notify_tx,
+            max_message_size: self.config.max_message_size,
+            kick: &mut self.kick,
+            cancel_notify: self.cancel_notify,
+            deferred: &mut self.deferred,
+        };
+        let Some(ch) = self.channels.get_mut(&chan) else {
+            // only channel.open is valid on an unknown channel
+            return match f {
+                Frame::Method(_, m)
+                    if matches!(*m, AMQPClass::Channel(channel::AMQPMethod::Open(_))) =>
+                {
+                    if chan > self.channel_max {
+                        return Err(ConnErr::Exception(AmqpError::new(
+                            ReplyCode::NotAllowed,
+                            format!(
+                                "channel number {chan} exceeds negotiated channel_max ({})",
+                                self.channel_max
+                            ),
+                        )));
+                    }
+                    if self.channels.len() >= self.channel_max as usize {
+                        return Err(ConnErr::Exception(AmqpError::new(
+                            ReplyCode::NotAllowed,
+                            format!("number of channels opened ({}) has reached the negotiated channel_max ({})", self.channels.len(), self.channel_max),
+                        )));
+                    }
+                    self.channels.insert(chan, Channel::new(chan));
+                    s.out.method(
+                        chan,
+                        AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
+                    );
+                    Ok(())
+                }
+                Frame::Method(_, m)
+                    if matches!(*m, AMQPClass::Channel(channel::AMQPMethod::CloseOk(_))) =>
+                {
+                    Ok(())
+                }
+                Frame::Method(..) => Err(ConnErr::Exception(AmqpError::new(
+                    ReplyCode::ChannelError,
+                    format!("expected 'channel.open' on channel {chan}"),
+                ))),
+                _ => Err(ConnErr::Exception(AmqpError::new(
+                    ReplyCode::ChannelError,
+                    format!("channel {chan} is not open"),
+                ))),
+            };
+        };
+        if ch.state == ChannelState::Closing {
+            if let Frame::Method(_, m) = &f {
+                match **m {
+                    AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) => {
+                        self.channels.remove(&chan);
+                    }
+                    AMQPClass::Channel(channel::AMQPMethod::Close(_)) => {
+                        s.out.method(
+                            chan,
+                            AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+                        );
+                        self.channels.remove(&chan);
+                    }
+                    _ => {}
+                }
+            }
+            return Ok(());
+        }
+        let (class_id, method_id, result) = match f {
+            Frame::Method(_, m) => {
+                let (c, mm) = ids(&m);
+                if ch.awaiting_content() {
+                    return Err(ConnErr::Exception(AmqpError::new(
+                        ReplyCode::UnexpectedFrame,
+                        format!("expected content header for class 60, got non content header frame instead (method {c}/{mm})"),
+                    )));
+                }
+                match *m {
+                    AMQPClass::Channel(channel::AMQPMethod::Open(_)) => {
+                        return Err(ConnErr::Exception(AmqpError::new(
+                            ReplyCode::ChannelError,
+                            "second 'channel.open' seen",
+                        )));
+                    }
+                    AMQPClass::Channel(channel::AMQPMethod::Close(_)) => {
+                        ch.cleanup(&mut s);
+                        s.out.method(
+                            chan,
+                            AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+                        );
+                        self.channels.remove(&chan);
+                        return Ok(());
+                    }
+                    AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) => return Ok(()),
+                    AMQPClass::Connection(_) => {
+                        return Err(ConnErr::Exception(AmqpError::new(
+                            ReplyCode::CommandInvalid,
+                            format!("connection method {c}/{mm} on channel {chan}"),
+                        )));
+                    }
+                    m => (c, mm, ch.handle_method(&mut s, m)),
+                }
+            }
+            Frame::Header(_, h) => {
+                self.publisher = true;
+                (60, 40, ch.handle_header(&mut s, *h))
+            }
+            Frame::Body(_, b) => (60, 40, ch.handle_body(&mut s, b)),
+            Frame::Heartbeat(_) => (0, 0, Ok(())),
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if e.connection => Err(ConnErr::Exception(e)),
+            Err(e) => {
+                tracing::debug!(conn = self.id, channel = chan, code = e.code.code(), text = %e.text, "channel exception");
+                ch.fail(&mut s);
+                s.out.method(
+                    chan,
+                    AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
+                        reply_code: e.code.code(),
+                        reply_text: e.reply_text().into(),
+                        class_id,
+                        method_id,
+                    })),
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+enum ConnErr {
+    Gone,
+    /// We initiated the close and got close-ok.
+    CloseOk,
+    /// The client sent connection.close; we replied close-ok.
+    ClientClosed,
+    Exception(AmqpError),
+}
+
+/// Map a frame decoding failure to the connection exception RabbitMQ sends.
+pub fn decode_error_to_amqp(e: &DecodeError) -> AmqpError {
+    let code = match e {
+        DecodeError::FrameTooLarge { .. }
+        | DecodeError::BadFrameEnd(_)
+        | DecodeError::UnknownFrameType(_)
+        | DecodeError::TooDeep => ReplyCode::FrameError,
+        // RabbitMQ resets the socket here; the spec's closest code is NOT_IMPLEMENTED
+        DecodeError::UnknownMethod { .. } => ReplyCode::NotImplemented,
+        // RabbitMQ: "FRAME_ERROR - cannot decode …"
+        DecodeError::Syntax { .. } | DecodeError::BadHeader(_) => ReplyCode::FrameError,
+        DecodeError::UnexpectedProtocolHeader => ReplyCode::FrameError,
+        DecodeError::NotImplemented(_) => ReplyCode::NotImplemented,
+    };
+    AmqpError::new(code, e.to_string()).hard()
+}

@@ -1,0 +1,86 @@
+//! Errors: the crate error, and AMQP exceptions with their reply code and scope.
+
+use crate::protocol::constants::ReplyCode;
+
+/// The crate's public error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// I/O error (binding, data directory).
+    #[error("io error: {0}")]
+    Io(#[from] std::io::Error),
+    /// Invalid configuration.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// Definitions file could not be read or written.
+    #[error("definitions: {0}")]
+    Definitions(String),
+    /// An administrative operation failed (unknown user, vhost, bad regex…).
+    #[error("{0}")]
+    Admin(String),
+}
+
+/// Crate result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An AMQP exception: a reply code and text. Whether it closes the channel or the whole
+/// connection follows from [`ReplyCode::is_hard`], unless forced with [`AmqpError::hard`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AmqpError {
+    /// The reply code.
+    pub code: ReplyCode,
+    /// Reply text, without the `CODE_NAME - ` prefix.
+    pub text: String,
+    /// Close the connection rather than the channel.
+    pub connection: bool,
+}
+
+impl AmqpError {
+    /// New exception; scope from the code.
+    pub fn new(code: ReplyCode, text: impl Into<String>) -> Self {
+        Self {
+            code,
+            text: text.into(),
+            connection: code.is_hard(),
+        }
+    }
+
+    /// Force connection scope.
+    pub fn hard(mut self) -> Self {
+        self.connection = true;
+        self
+    }
+
+    /// Full reply text as RabbitMQ formats it: `NOT_FOUND - no queue 'x' in vhost '/'`.
+    pub fn reply_text(&self) -> String {
+        let mut s = format!("{} - {}", self.code.name(), self.text);
+        s.truncate(255);
+        s
+    }
+
+    /// 404 helper.
+    pub fn not_found(kind: &str, name: &str, vhost: &str) -> Self {
+        Self::new(
+            ReplyCode::NotFound,
+            format!("no {kind} '{name}' in vhost '{vhost}'"),
+        )
+    }
+
+    /// 406 helper.
+    pub fn precondition(text: impl Into<String>) -> Self {
+        Self::new(ReplyCode::PreconditionFailed, text)
+    }
+
+    /// 403 helper.
+    pub fn access_refused(text: impl Into<String>) -> Self {
+        Self::new(ReplyCode::AccessRefused, text)
+    }
+}
+
+impl std::fmt::Display for AmqpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.code.code(), self.reply_text())
+    }
+}
+
+impl std::error::Error for AmqpError {}

@@ -1,0 +1,222 @@
+//! `eventbus-broker`: a RabbitMQ-compatible AMQP 0-9-1 message broker, embeddable as a
+//! library ([`Broker::start`]) or run as the `eventbus-broker` binary.
+//!
+//! ```no_run
+//! # async fn demo() -> eventbus_broker::Result<()> {
+//! use eventbus_broker::{Broker, Config};
+//! let mut config = Config::default();
+//! config.amqp_listen = "127.0.0.1:0".parse().unwrap();
+//! let broker = Broker::start(config).await?;
+//! println!("amqp://guest:guest@{}/%2f", broker.amqp_addr());
+//! broker.admin().add_user("app", "secret", &["management"])?;
+//! broker.admin().set_permissions("app", "/", ".*", ".*", ".*")?;
+//! broker.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//! Layers go strictly bytes → frames → methods → model:
+//! - [`protocol`]: pure codec on top of `amq-protocol` (frame checks, nesting bound, encoding).
+//! - `connection`: socket task, handshake, heartbeats, frame routing, close codes.
+//! - `channel`: methods → model operations; content assembly, acks, qos, confirms, tx.
+//! - [`model`]: vhosts, exchanges, queues, consumers; knows nothing of frames.
+//! - [`routing`]: topic trie, headers matching, consistent hashing.
+//! - [`storage`]: [`storage::MessageStore`] (memory now, segmented file store next) and the
+//!   definitions file.
+//! - [`auth`]: SASL, password hashing, permissions.
+//! - `server`: accept loop and graceful shutdown.
+//!
+//! ## Feature flags
+//! None yet.
+
+#![deny(missing_debug_implementations, unsafe_code)]
+#![warn(clippy::unwrap_in_result, clippy::panic_in_result_fn)]
+
+pub mod auth;
+mod channel;
+pub mod config;
+mod connection;
+pub mod error;
+pub mod model;
+pub mod protocol;
+pub mod routing;
+mod server;
+pub mod storage;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::Config;
+pub use error::{AmqpError, Error, Result};
+
+use model::Core;
+use storage::MemoryStore;
+
+/// A running broker. Dropping it without [`Broker::shutdown`] stops accepting but does not
+/// wait for connections.
+#[derive(Debug)]
+pub struct Broker {
+    core: Arc<Core>,
+    addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Broker {
+    /// Bind the AMQP listener, load definitions from `config.data_dir`, and start serving.
+    /// Returns once the socket is listening.
+    ///
+    /// # Errors
+    /// Invalid configuration, bind failure, unreadable data directory.
+    pub async fn start(config: Config) -> Result<Broker> {
+        config.validate()?;
+        let core = Arc::new(Core::open(&config.data_dir, Arc::new(MemoryStore))?);
+        let listener = tokio::net::TcpListener::bind(config.amqp_listen).await?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(server::run(listener, core.clone(), Arc::new(config), rx));
+        tracing::info!(%addr, "eventbus-broker listening");
+        Ok(Broker {
+            core,
+            addr,
+            shutdown: tx,
+            task: Some(task),
+        })
+    }
+
+    /// The bound AMQP address (useful with port 0).
+    pub fn amqp_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Management operations (users, vhosts, permissions).
+    pub fn admin(&self) -> Admin {
+        Admin {
+            core: self.core.clone(),
+        }
+    }
+
+    /// Graceful shutdown: stop accepting, send `connection.close` (320) to every client,
+    /// wait for them (bounded), flush state.
+    ///
+    /// # Cancel safety
+    /// If cancelled, shutdown still proceeds in the background.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+/// Administration handle: users, vhosts and permissions. Changes are persisted at once.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    core: Arc<Core>,
+}
+
+impl Admin {
+    /// Operate on a data directory without running a broker (used by the admin CLI).
+    ///
+    /// # Errors
+    /// Unreadable data directory.
+    pub fn open(data_dir: &Path) -> Result<Admin> {
+        Ok(Admin {
+            core: Arc::new(Core::open(data_dir, Arc::new(MemoryStore))?),
+        })
+    }
+
+    /// Create or replace a user.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn add_user(&self, name: &str, password: &str, tags: &[&str]) -> Result<()> {
+        self.core
+            .put_user(name, password, tags.iter().map(|t| t.to_string()).collect())
+    }
+
+    /// Delete a user.
+    ///
+    /// # Errors
+    /// Unknown user, I/O errors.
+    pub fn delete_user(&self, name: &str) -> Result<()> {
+        self.core.delete_user(name)
+    }
+
+    /// Change a password.
+    ///
+    /// # Errors
+    /// Unknown user, I/O errors.
+    pub fn change_password(&self, name: &str, password: &str) -> Result<()> {
+        self.core.change_password(name, password)
+    }
+
+    /// Replace a user's tags.
+    ///
+    /// # Errors
+    /// Unknown user, I/O errors.
+    pub fn set_user_tags(&self, name: &str, tags: &[&str]) -> Result<()> {
+        self.core
+            .set_user_tags(name, tags.iter().map(|t| t.to_string()).collect())
+    }
+
+    /// List users with their tags.
+    pub fn list_users(&self) -> Vec<(String, Vec<String>)> {
+        self.core.users()
+    }
+
+    /// Create a vhost.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn add_vhost(&self, name: &str) -> Result<()> {
+        self.core.add_vhost(name)
+    }
+
+    /// Delete a vhost and everything in it.
+    ///
+    /// # Errors
+    /// Unknown vhost, I/O errors.
+    pub fn delete_vhost(&self, name: &str) -> Result<()> {
+        self.core.delete_vhost(name)
+    }
+
+    /// List vhosts.
+    pub fn list_vhosts(&self) -> Vec<String> {
+        self.core.vhosts()
+    }
+
+    /// Set configure/write/read regexes for a user on a vhost.
+    ///
+    /// # Errors
+    /// Unknown user/vhost, invalid regex, I/O errors.
+    pub fn set_permissions(
+        &self,
+        user: &str,
+        vhost: &str,
+        configure: &str,
+        write: &str,
+        read: &str,
+    ) -> Result<()> {
+        self.core
+            .set_permissions(user, vhost, configure, write, read)
+    }
+
+    /// Remove a user's permissions on a vhost.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn clear_permissions(&self, user: &str, vhost: &str) -> Result<()> {
+        self.core.clear_permissions(user, vhost)
+    }
+}

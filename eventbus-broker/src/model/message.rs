@@ -1,0 +1,106 @@
+//! Messages as the model holds them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use amq_protocol::protocol::basic::AMQPProperties;
+use bytes::Bytes;
+
+/// An immutable published message, shared by every queue it was routed to.
+#[derive(Debug)]
+pub struct Message {
+    /// Exchange it was published to.
+    pub exchange: String,
+    /// Routing key it was published with.
+    pub routing_key: String,
+    /// Decoded properties (for routing, TTL, priority, dead-lettering).
+    pub properties: AMQPProperties,
+    /// Encoded properties, re-sent verbatim on delivery.
+    pub raw_properties: Bytes,
+    /// Body.
+    pub body: Bytes,
+    /// Accounts the body against the broker's memory gauge while the message is alive.
+    pub mem: Option<MemTicket>,
+}
+
+impl Message {
+    /// Body size in bytes.
+    pub fn size(&self) -> usize {
+        self.body.len()
+    }
+
+    /// `delivery-mode = 2`.
+    pub fn persistent(&self) -> bool {
+        *self.properties.delivery_mode() == Some(2)
+    }
+
+    /// Per-message TTL from the `expiration` property, in milliseconds.
+    ///
+    /// # Errors
+    /// Returns the offending value if it is not a non-negative integer.
+    pub fn expiration_ms(&self) -> Result<Option<u64>, String> {
+        match self.properties.expiration() {
+            None => Ok(None),
+            Some(s) => s
+                .as_str()
+                .parse::<u64>()
+                .map(Some)
+                .map_err(|_| s.as_str().to_owned()),
+        }
+    }
+}
+
+/// A message sitting in (or delivered from) a queue.
+#[derive(Debug, Clone)]
+pub struct QueuedMessage {
+    /// Per-queue sequence number: defines the original order.
+    pub id: u64,
+    /// The shared message.
+    pub msg: Arc<Message>,
+    /// Has it been delivered before?
+    pub redelivered: bool,
+    /// When it expires (queue or per-message TTL).
+    pub expires_at: Option<Instant>,
+    /// Effective priority (0 unless the queue has `x-max-priority`).
+    pub priority: u8,
+}
+
+/// Bytes of message bodies alive in the broker (queued, unacked, in transactions).
+#[derive(Debug, Default)]
+pub struct MemoryGauge {
+    bytes: AtomicU64,
+}
+
+impl MemoryGauge {
+    /// Bytes currently accounted.
+    pub fn used(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// Holds `size` bytes on a [`MemoryGauge`] until dropped.
+#[derive(Debug)]
+pub struct MemTicket {
+    gauge: Arc<MemoryGauge>,
+    size: u64,
+}
+
+impl MemTicket {
+    /// Account `size` bytes.
+    pub fn new(gauge: &Arc<MemoryGauge>, size: u64) -> Self {
+        gauge.bytes.fetch_add(size, Ordering::Relaxed);
+        Self { gauge: gauge.clone(), size }
+    }
+
+    /// A second ticket of the same size on the same gauge (for derived messages).
+    pub fn renew(&self) -> Self {
+        Self::new(&self.gauge, self.size)
+    }
+}
+
+impl Drop for MemTicket {
+    fn drop(&mut self) {
+        self.gauge.bytes.fetch_sub(self.size, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,317 @@
+//! Start-up recovery: rebuild the in-memory index from the segment, index and ack files.
+//!
+//! For each segment (ascending): a valid `.idx` (checksum, generation and length match) is
+//! loaded without touching message bodies; otherwise the segment is scanned record by record,
+//! verifying checksums, and truncated at the first torn or corrupt record (a crash mid-write
+//! leaves a torn tail). The ack file is read the same way. Every (queue, id) neither acked
+//! nor dropped becomes live; segments with nothing live are deleted, scanned ones get an index.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::index::{read_index, write_index};
+use super::records::{
+    self, Parsed, ACK_DROP, ACK_MAGIC, ACK_ONE, ACK_REC_LEN, FILE_HEADER_LEN, REC_MSG, REC_QDEF,
+    SEG_MAGIC,
+};
+use super::segment::{ack_path, idx_path, seg_path, Loc, SegIndex, Segment};
+use crate::storage::{QueueKey, StoreError};
+
+/// What recovery hands to the store.
+#[derive(Debug, Default)]
+pub(crate) struct Recovered {
+    /// Sealed segments with live messages.
+    pub segments: BTreeMap<u64, Segment>,
+    /// Live messages per queue.
+    pub queues: HashMap<QueueKey, BTreeMap<u64, Loc>>,
+    /// Highest segment number seen (live or not).
+    pub max_no: u64,
+    /// Torn or corrupt tails truncated (segment and ack files).
+    pub truncated: u64,
+}
+
+/// Result of scanning a segment file.
+struct Scan {
+    generation: u32,
+    refs: Vec<QueueKey>,
+    index: SegIndex,
+    valid_len: u64,
+}
+
+fn corrupt(msg: String) -> StoreError {
+    StoreError::Corrupt(msg)
+}
+
+/// Scan a segment file from the start. `None` if the header itself is torn (empty segment).
+fn scan_segment(file: &File, no: u64) -> Result<Option<Scan>, StoreError> {
+    let mut data = Vec::new();
+    (&*file).read_to_end(&mut data)?;
+    if data.len() < FILE_HEADER_LEN {
+        return Ok(None);
+    }
+    let (seg, generation) = records::parse_file_header(&data, SEG_MAGIC)
+        .map_err(|e| corrupt(format!("segment {no}: {e}")))?;
+    if seg != no {
+        return Err(corrupt(format!("segment {no}: header says {seg}")));
+    }
+    let mut refs = Vec::new();
+    let mut index = SegIndex::default();
+    let mut pos = FILE_HEADER_LEN;
+    while pos < data.len() {
+        match records::parse_record(&data[pos..]) {
+            Parsed::Record(REC_QDEF, payload, total) => {
+                let Some((r, vhost, queue)) = records::parse_qdef(payload) else {
+                    break;
+                };
+                if r as usize != refs.len() {
+                    break;
+                }
+                refs.push(QueueKey { vhost, queue });
+                pos += total;
+            }
+            Parsed::Record(REC_MSG, payload, total) => {
+                let Some(pairs) = records::parse_msg_pairs(payload) else {
+                    break;
+                };
+                index.push(pos as u64, u32::try_from(total).unwrap_or(u32::MAX), &pairs);
+                pos += total;
+            }
+            Parsed::Record(ty, _, _) => {
+                tracing::warn!(segment = no, offset = pos, ty, "unknown record type");
+                break;
+            }
+            Parsed::Incomplete => break,
+            Parsed::Corrupt(why) => {
+                tracing::warn!(segment = no, offset = pos, %why, "corrupt record");
+                break;
+            }
+        }
+    }
+    Ok(Some(Scan {
+        generation,
+        refs,
+        index,
+        valid_len: pos as u64,
+    }))
+}
+
+/// Acks and drops of one segment, plus the ack file (if any) and its valid length.
+struct Acks {
+    acked: HashSet<(u32, u64)>,
+    dropped: HashSet<u32>,
+    file: Option<(File, u64)>,
+    truncated: bool,
+}
+
+fn read_acks(dir: &Path, no: u64) -> Result<Acks, StoreError> {
+    let mut acks = Acks {
+        acked: HashSet::new(),
+        dropped: HashSet::new(),
+        file: None,
+        truncated: false,
+    };
+    let path = ack_path(dir, no);
+    let Ok(file) = OpenOptions::new().read(true).write(true).open(&path) else {
+        return Ok(acks);
+    };
+    let mut data = Vec::new();
+    (&file).read_to_end(&mut data)?;
+    if data.len() < FILE_HEADER_LEN
+        || records::parse_file_header(&data, ACK_MAGIC).map_or(true, |(s, _)| s != no)
+    {
+        drop(file);
+        fs::remove_file(&path)?;
+        acks.truncated = !data.is_empty();
+        return Ok(acks);
+    }
+    let mut pos = FILE_HEADER_LEN;
+    while pos + ACK_REC_LEN <= data.len() {
+        match records::parse_ack_record(&data[pos..pos + ACK_REC_LEN]) {
+            Some((ACK_ONE, r, id)) => {
+                acks.acked.insert((r, id));
+            }
+            Some((ACK_DROP, r, _)) => {
+                acks.dropped.insert(r);
+            }
+            _ => break,
+        }
+        pos += ACK_REC_LEN;
+    }
+    if pos < data.len() {
+        tracing::warn!(segment = no, at = pos, "truncating torn ack file tail");
+        file.set_len(pos as u64)?;
+        file.sync_all()?;
+        acks.truncated = true;
+    }
+    acks.file = Some((file, pos as u64));
+    Ok(acks)
+}
+
+/// Recover the store directory.
+pub(crate) fn recover(dir: &Path) -> Result<Recovered, StoreError> {
+    let mut out = Recovered::default();
+    let mut seg_nos = Vec::new();
+    let mut others = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.ends_with(".tmp") {
+            fs::remove_file(&path)?;
+            continue;
+        }
+        let Some((stem, ext)) = name.split_once('.') else {
+            continue;
+        };
+        let Ok(no) = stem.parse::<u64>() else {
+            continue;
+        };
+        match ext {
+            "seg" => seg_nos.push(no),
+            "ack" | "idx" => others.push((no, path.clone())),
+            _ => {}
+        }
+    }
+    seg_nos.sort_unstable();
+    // Orphan ack/index files (their segment was deleted) go away.
+    let live_nos: HashSet<u64> = seg_nos.iter().copied().collect();
+    for (no, path) in others {
+        if !live_nos.contains(&no) {
+            fs::remove_file(path)?;
+        }
+    }
+    for no in seg_nos {
+        out.max_no = out.max_no.max(no);
+        recover_segment(dir, no, &mut out)?;
+    }
+    Ok(out)
+}
+
+fn recover_segment(dir: &Path, no: u64, out: &mut Recovered) -> Result<(), StoreError> {
+    let path = seg_path(dir, no);
+    let file = OpenOptions::new().read(true).write(true).open(&path)?;
+    let file_len = file.metadata()?.len();
+    let (generation, refs, index, seg_len, scanned) = match read_index(dir, no) {
+        Some(l) if l.seg_len == file_len && header_generation(&file)? == Some(l.generation) => {
+            (l.generation, l.refs, l.index, l.seg_len, false)
+        }
+        _ => {
+            let Some(scan) = scan_segment(&file, no)? else {
+                tracing::warn!(segment = no, "removing segment with torn header");
+                drop(file);
+                remove_segment_files(dir, no)?;
+                out.truncated += 1;
+                return Ok(());
+            };
+            if scan.valid_len < file_len {
+                tracing::warn!(
+                    segment = no,
+                    valid = scan.valid_len,
+                    len = file_len,
+                    "truncating torn/corrupt segment tail"
+                );
+                file.set_len(scan.valid_len)?;
+                file.sync_all()?;
+                out.truncated += 1;
+            }
+            (scan.generation, scan.refs, scan.index, scan.valid_len, true)
+        }
+    };
+    let acks = read_acks(dir, no)?;
+    if acks.truncated {
+        out.truncated += 1;
+    }
+    let mut seg = Segment {
+        no,
+        generation,
+        file: Arc::new(file),
+        size: seg_len,
+        buf: Vec::new(),
+        dirty: false,
+        sealed: true,
+        refs,
+        current: HashMap::new(),
+        total: 0,
+        live: 0,
+        ack_file: None,
+        ack_buf: Vec::new(),
+        ack_len: 0,
+        ack_dirty: false,
+        index: SegIndex::default(),
+    };
+    for (r, q) in seg.refs.iter().enumerate() {
+        let r = u32::try_from(r).unwrap_or(u32::MAX);
+        if !acks.dropped.contains(&r) {
+            seg.current.insert(q.clone(), r);
+        }
+    }
+    for (offset, len, pairs) in index.iter() {
+        for &(r, id) in pairs {
+            seg.total += 1;
+            if acks.dropped.contains(&r) || acks.acked.contains(&(r, id)) {
+                continue;
+            }
+            let Some(q) = seg.refs.get(r as usize) else {
+                continue;
+            };
+            let loc = Loc {
+                seg: no,
+                offset,
+                len,
+            };
+            let map = match out.queues.get_mut(q) {
+                Some(m) => m,
+                None => out.queues.entry(q.clone()).or_default(),
+            };
+            if let Some(old) = map.insert(id, loc) {
+                // Only possible across queue incarnations; the newer copy wins.
+                if old.seg == no {
+                    seg.live = seg.live.saturating_sub(1);
+                } else if let Some(s) = out.segments.get_mut(&old.seg) {
+                    s.live = s.live.saturating_sub(1);
+                }
+            }
+            seg.live += 1;
+        }
+    }
+    if seg.live == 0 {
+        drop(seg);
+        drop(acks);
+        remove_segment_files(dir, no)?;
+        return Ok(());
+    }
+    if let Some((f, len)) = acks.file {
+        seg.ack_file = Some(Arc::new(f));
+        seg.ack_len = len;
+    }
+    if scanned {
+        write_index(dir, no, generation, seg_len, &seg.refs, &index)?;
+    }
+    out.segments.insert(no, seg);
+    Ok(())
+}
+
+fn header_generation(file: &File) -> Result<Option<u32>, StoreError> {
+    use std::os::unix::fs::FileExt;
+    let mut h = [0u8; FILE_HEADER_LEN];
+    if file.read_exact_at(&mut h, 0).is_err() {
+        return Ok(None);
+    }
+    Ok(records::parse_file_header(&h, SEG_MAGIC)
+        .ok()
+        .map(|(_, g)| g))
+}
+
+/// Remove a segment's files (missing ones are fine).
+pub(crate) fn remove_segment_files(dir: &Path, no: u64) -> std::io::Result<()> {
+    for p in [seg_path(dir, no), ack_path(dir, no), idx_path(dir, no)] {
+        match fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,16 @@
+//! Integration tests over real TCP with lapin.
+
+mod support;
+
+mod compat_regressions;
+mod confirms;
+mod dead_letter;
+mod durability_definitions;
+mod errors;
+mod handshake;
+mod permissions;
+mod publish_consume;
+mod qos;
+mod routing;
+mod ttl;
+mod tx;
