@@ -111,11 +111,6 @@ impl Config {
                 self.max_message_size
             )));
         }
-        if self.storage == StorageType::File {
-            return Err(Error::Config(
-                "storage = \"file\" is not available yet (issue 4)".into(),
-            ));
-        }
         Ok(())
     }
 }

@@ -56,6 +56,21 @@ pub use error::{AmqpError, Error, Result};
 use model::Core;
 use storage::MemoryStore;
 
+/// The message store `config` asks for: in memory, or the segmented file
+/// store in `<data_dir>/messages`.
+fn open_store(config: &Config) -> Result<Arc<dyn storage::MessageStore>> {
+    Ok(match config.storage {
+        storage::StorageType::Memory => Arc::new(MemoryStore),
+        storage::StorageType::File => Arc::new(
+            storage::FileStore::open(
+                config.data_dir.join("messages"),
+                storage::FileStoreConfig::default(),
+            )
+            .map_err(|e| Error::Io(std::io::Error::other(e)))?,
+        ),
+    })
+}
+
 /// A running broker. Dropping it without [`Broker::shutdown`] stops accepting but does not
 /// wait for connections.
 #[derive(Debug)]
@@ -74,7 +89,7 @@ impl Broker {
     /// Invalid configuration, bind failure, unreadable data directory.
     pub async fn start(config: Config) -> Result<Broker> {
         config.validate()?;
-        let core = Arc::new(Core::open(&config.data_dir, Arc::new(MemoryStore))?);
+        let core = Arc::new(Core::open(&config.data_dir, open_store(&config)?)?);
         let listener = tokio::net::TcpListener::bind(config.amqp_listen).await?;
         let addr = listener.local_addr()?;
         let (tx, rx) = watch::channel(false);

@@ -22,6 +22,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 pub use exchange::{Dest, Exchange, ExchangeKind};
 pub use message::{Message, QueuedMessage};
+use message::MemTicket;
 pub use queue::{Consumer, Credit, Delivery, Notify, Queue};
 pub use vhost::{Ctx, PublishOutcome, VHost};
 
@@ -85,7 +86,10 @@ impl Core {
             memory: Arc::default(),
         };
         match core.defs.load().map_err(Error::Definitions)? {
-            Some(d) => core.restore(d),
+            Some(d) => {
+                core.restore(d);
+                core.recover_messages()?;
+            }
             None => {
                 let mut st = core.lock();
                 st.vhosts.insert("/".into(), VHost::new("/"));
@@ -99,6 +103,51 @@ impl Core {
             }
         }
         Ok(core)
+    }
+
+    /// Re-queues the persistent messages the store kept for durable queues;
+    /// drops what the store holds for queues that no longer exist.
+    fn recover_messages(&self) -> Result<()> {
+        let recovered = self
+            .store
+            .recover()
+            .map_err(|e| Error::Io(std::io::Error::other(e)))?;
+        let mut st = self.lock();
+        let mut total = 0usize;
+        for (key, messages) in recovered {
+            let queue = st
+                .vhosts
+                .get_mut(&key.vhost)
+                .and_then(|vh| vh.queues.get_mut(&key.queue))
+                .filter(|q| q.durable);
+            let Some(queue) = queue else {
+                let _ = self.store.drop_queue(&key);
+                continue;
+            };
+            for m in messages {
+                let Ok(([], properties)) =
+                    amq_protocol::protocol::basic::parse_properties(&m.raw_properties[..])
+                else {
+                    tracing::warn!(queue = %key.queue, id = m.id, "unreadable stored properties; dropping message");
+                    let _ = self.store.ack(&key, m.id);
+                    continue;
+                };
+                let msg = Arc::new(Message {
+                    exchange: m.exchange,
+                    routing_key: m.routing_key,
+                    properties,
+                    raw_properties: m.raw_properties,
+                    mem: Some(MemTicket::new(&self.memory, m.body.len() as u64)),
+                    body: m.body,
+                });
+                queue.restore(m.id, msg);
+                total += 1;
+            }
+        }
+        if total > 0 {
+            tracing::info!(messages = total, "recovered persistent messages");
+        }
+        Ok(())
     }
 
     fn restore(&self, d: Definitions) {

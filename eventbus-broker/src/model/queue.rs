@@ -336,6 +336,24 @@ impl Queue {
                 .is_some_and(|m| (self.ready_bytes + extra_bytes) as u64 > m)
     }
 
+    /// Put back a message recovered from the store at start-up, under its
+    /// stored id (flagged redelivered: it may have been delivered before the
+    /// restart). Later ids continue after it.
+    pub fn restore(&mut self, id: u64, msg: Arc<Message>) {
+        let priority = match self.args.max_priority {
+            Some(max) => msg.properties.priority().unwrap_or(0).min(max),
+            None => 0,
+        };
+        self.next_id = self.next_id.max(id + 1);
+        self.insert(QueuedMessage {
+            id,
+            msg,
+            redelivered: true,
+            expires_at: None,
+            priority,
+        });
+    }
+
     /// Offer a newly published message.
     pub fn enqueue(&mut self, msg: Arc<Message>, now: Instant) -> Enqueued {
         if self.args.overflow != Overflow::DropHead && self.over_limit(1, msg.size()) {
