@@ -191,6 +191,8 @@ async fn serve_broker(data_dir: PathBuf) -> Result<(), Error> {
     let mut config = eventbus_broker::Config::default();
     config.amqp_listen = "127.0.0.1:0".parse()?;
     config.data_dir = data_dir;
+    // Persistent messages go to disk and confirms wait for fsync, like RabbitMQ.
+    config.storage = eventbus_broker::storage::StorageType::File;
     let broker = eventbus_broker::Broker::start(config).await?;
     println!("LISTENING {}", broker.amqp_addr());
     tokio::signal::ctrl_c().await?;

@@ -46,7 +46,7 @@ impl Default for Config {
             max_message_size: 128 * 1024 * 1024,
             heartbeat: 60,
             handshake_timeout_secs: 10,
-            storage: StorageType::Memory,
+            storage: StorageType::File,
             memory_high_watermark: 1024 * 1024 * 1024,
         }
     }

@@ -836,7 +836,10 @@ impl Channel {
             routing_key: p.routing_key,
             properties,
             raw_properties,
-            mem: Some(crate::model::message::MemTicket::new(&s.core.memory, p.body.len() as u64)),
+            mem: Some(crate::model::message::MemTicket::new(
+                &s.core.memory,
+                p.body.len() as u64,
+            )),
             body: p.body.freeze(),
         });
         if let Some(tx) = &mut self.tx {

@@ -341,17 +341,28 @@ impl Connection {
         let over = self.core.memory.used() > wm;
         if over && !self.blocked {
             self.blocked = true;
-            tracing::info!(conn = self.id, used = self.core.memory.used(), "memory high watermark reached; blocking publisher");
+            tracing::info!(
+                conn = self.id,
+                used = self.core.memory.used(),
+                "memory high watermark reached; blocking publisher"
+            );
             if self.blocked_notify {
                 self.out.method(
                     0,
-                    AMQPClass::Connection(connection::AMQPMethod::Blocked(connection::Blocked { reason: "low on memory".into() })),
+                    AMQPClass::Connection(connection::AMQPMethod::Blocked(connection::Blocked {
+                        reason: "low on memory".into(),
+                    })),
                 );
             }
         } else if !over && self.blocked {
             self.blocked = false;
             if self.blocked_notify {
-                self.out.method(0, AMQPClass::Connection(connection::AMQPMethod::Unblocked(connection::Unblocked {})));
+                self.out.method(
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::Unblocked(
+                        connection::Unblocked {},
+                    )),
+                );
             }
         }
     }

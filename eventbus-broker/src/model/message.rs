@@ -90,7 +90,10 @@ impl MemTicket {
     /// Account `size` bytes.
     pub fn new(gauge: &Arc<MemoryGauge>, size: u64) -> Self {
         gauge.bytes.fetch_add(size, Ordering::Relaxed);
-        Self { gauge: gauge.clone(), size }
+        Self {
+            gauge: gauge.clone(),
+            size,
+        }
     }
 
     /// A second ticket of the same size on the same gauge (for derived messages).

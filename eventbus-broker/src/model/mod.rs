@@ -21,8 +21,8 @@ use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
 
 pub use exchange::{Dest, Exchange, ExchangeKind};
-pub use message::{Message, QueuedMessage};
 use message::MemTicket;
+pub use message::{Message, QueuedMessage};
 pub use queue::{Consumer, Credit, Delivery, Notify, Queue};
 pub use vhost::{Ctx, PublishOutcome, VHost};
 
@@ -390,9 +390,17 @@ impl Core {
 
     /// Ask the connections matching `pred` to close with `code`/`text`.
     pub fn close_where(&self, code: u16, text: &str, pred: impl Fn(&ConnHandle) -> bool) {
-        for c in self.conns.lock().unwrap_or_else(|p| p.into_inner()).values() {
+        for c in self
+            .conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
             if pred(c) {
-                let _ = c.tx.send(Notify::Close { code, text: text.to_owned() });
+                let _ = c.tx.send(Notify::Close {
+                    code,
+                    text: text.to_owned(),
+                });
             }
         }
     }
@@ -445,7 +453,9 @@ impl Core {
             st.permissions.retain(|(u, _), _| u != name);
             Ok(())
         })?;
-        self.close_where(320, &format!("user '{name}' is deleted"), |c| c.user == name);
+        self.close_where(320, &format!("user '{name}' is deleted"), |c| {
+            c.user == name
+        });
         Ok(())
     }
 
@@ -521,7 +531,9 @@ impl Core {
             st.permissions.retain(|(_, v), _| v != name);
             Ok(())
         })?;
-        self.close_where(320, &format!("vhost '{name}' is deleted"), |c| c.vhost == name);
+        self.close_where(320, &format!("vhost '{name}' is deleted"), |c| {
+            c.vhost == name
+        });
         Ok(())
     }
 

@@ -156,3 +156,43 @@ async fn admin_cli_adds_user() {
     .unwrap();
     c.create_channel().await.unwrap();
 }
+
+/// The binary reads a TOML config, serves, and exits cleanly on SIGTERM after closing clients.
+#[cfg(unix)]
+#[tokio::test]
+async fn binary_config_file_and_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let cfg = dir.path().join("broker.toml");
+    std::fs::write(
+        &cfg,
+        format!("amqp_listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nchannel_max = 16\n", dir.path().join("data").display()),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_eventbus-broker"))
+        .arg("--config")
+        .arg(&cfg)
+        .env("EVENTBUS_BROKER_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let uri = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
+    let mut conn = None;
+    for _ in 0..100 {
+        if let Ok(c) = Connection::connect(&uri, ConnectionProperties::default()).await {
+            conn = Some(c);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let conn = conn.expect("binary did not start");
+    assert_eq!(conn.configuration().channel_max(), 16);
+    let status = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert!(exit.success(), "{exit:?}");
+    assert!(!conn.status().connected());
+    assert!(dir.path().join("data").join("definitions.json").exists());
+}

@@ -207,11 +207,21 @@ async fn deleting_a_user_closes_its_connections() {
     let admin = b.broker.admin();
     admin.add_user("eve", "pw", &[]).unwrap();
     admin.set_permissions("eve", "/", ".*", ".*", ".*").unwrap();
-    let conn = Connection::connect(&b.uri_for("eve", "pw", "/"), ConnectionProperties::default()).await.unwrap();
+    let conn = Connection::connect(
+        &b.uri_for("eve", "pw", "/"),
+        ConnectionProperties::default(),
+    )
+    .await
+    .unwrap();
     let _ch = conn.create_channel().await.unwrap();
     admin.delete_user("eve").unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert!(!conn.status().connected());
-    let err = Connection::connect(&b.uri_for("eve", "pw", "/"), ConnectionProperties::default()).await.unwrap_err();
+    let err = Connection::connect(
+        &b.uri_for("eve", "pw", "/"),
+        ConnectionProperties::default(),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(reply_code(&err), Some(403));
 }

@@ -235,24 +235,53 @@ async fn memory_watermark_blocks_publishers() {
     let (_c, ch) = b.channel().await;
     declare(&ch, "wm").await;
     let (_pc, pch) = b.channel().await;
-    pch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    pch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
     let publisher = tokio::spawn(async move {
         for _ in 0..300 {
-            pch.basic_publish(ss(""), ss("wm"), BasicPublishOptions::default(), &[7u8; 1024], BasicProperties::default())
-                .await
-                .unwrap();
+            pch.basic_publish(
+                ss(""),
+                ss("wm"),
+                BasicPublishOptions::default(),
+                &[7u8; 1024],
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap();
         }
         pch.wait_for_confirms().await.unwrap();
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let depth = ch
-        .queue_declare(ss("wm"), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+        .queue_declare(
+            ss("wm"),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
         .await
         .unwrap()
         .message_count();
-    assert!(depth < 200, "publisher should be blocked near 64 KiB, queue has {depth}");
+    assert!(
+        depth < 200,
+        "publisher should be blocked near 64 KiB, queue has {depth}"
+    );
     assert!(!publisher.is_finished());
-    let mut consumer = ch.basic_consume(ss("wm"), ss("c"), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default()).await.unwrap();
+    let mut consumer = ch
+        .basic_consume(
+            ss("wm"),
+            ss("c"),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
     for _ in 0..300 {
         timeout(consumer.next()).await.unwrap().unwrap();
     }

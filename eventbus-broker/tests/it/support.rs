@@ -124,14 +124,22 @@ pub async fn get_wait(ch: &Channel, q: &str) -> Option<String> {
     None
 }
 
-/// Drain all currently available messages (after a short settle).
+/// Drain all available messages: publishes without confirms are asynchronous, so keep polling
+/// until the queue has stayed empty for a while (robust on a loaded CI machine).
 pub async fn drain(ch: &Channel, q: &str) -> Vec<String> {
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    tokio::time::sleep(Duration::from_millis(30)).await;
     let mut v = Vec::new();
-    while let Some(m) = get(ch, q).await {
-        v.push(m);
+    let mut idle_since = std::time::Instant::now();
+    loop {
+        match get(ch, q).await {
+            Some(m) => {
+                v.push(m);
+                idle_since = std::time::Instant::now();
+            }
+            None if idle_since.elapsed() > Duration::from_millis(200) => return v,
+            None => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
     }
-    v
 }
 
 /// The AMQP reply code in a lapin error, if it is a protocol error.
