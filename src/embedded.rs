@@ -28,9 +28,11 @@ pub struct EmbeddedBroker {
 impl EmbeddedBroker {
     /// Starts a broker on `127.0.0.1` (a free port) keeping its data in `data_dir`.
     pub async fn start(data_dir: impl Into<PathBuf>) -> Result<Self, BoxError> {
-        let mut config = Config::default();
-        config.amqp_listen = ([127, 0, 0, 1], 0).into();
-        config.data_dir = data_dir.into();
+        let config = Config {
+            amqp_listen: ([127, 0, 0, 1], 0).into(),
+            data_dir: data_dir.into(),
+            ..Config::default()
+        };
         Self::start_with(config).await
     }
 
@@ -56,7 +58,10 @@ impl EmbeddedBroker {
     }
 
     /// An AMQP transport with custom settings (its `uri` is replaced).
-    pub async fn transport_with(&self, mut config: AmqpConfig) -> Result<AmqpTransport, TransportError> {
+    pub async fn transport_with(
+        &self,
+        mut config: AmqpConfig,
+    ) -> Result<AmqpTransport, TransportError> {
         config.uri = self.amqp_url();
         AmqpTransport::connect_with(config).await
     }

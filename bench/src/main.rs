@@ -188,11 +188,13 @@ fn fmt_ms(v: f64) -> String {
 }
 
 async fn serve_broker(data_dir: PathBuf) -> Result<(), Error> {
-    let mut config = eventbus_broker::Config::default();
-    config.amqp_listen = "127.0.0.1:0".parse()?;
-    config.data_dir = data_dir;
-    // Persistent messages go to disk and confirms wait for fsync, like RabbitMQ.
-    config.storage = eventbus_broker::storage::StorageType::File;
+    let config = eventbus_broker::Config {
+        amqp_listen: "127.0.0.1:0".parse()?,
+        data_dir,
+        // Persistent messages go to disk and confirms wait for fsync, like RabbitMQ.
+        storage: eventbus_broker::storage::StorageType::File,
+        ..Default::default()
+    };
     let broker = eventbus_broker::Broker::start(config).await?;
     println!("LISTENING {}", broker.amqp_addr());
     tokio::signal::ctrl_c().await?;

@@ -334,7 +334,8 @@ async fn confirmed_messages_survive_sigkill() {
         .await
         .expect("durable queue lost");
         let present = drain(&ch).await;
-        let l = ledger.lock().unwrap();
+        // Every task has ended (the broker was killed): take the ledger.
+        let l = std::mem::take(&mut *ledger.lock().unwrap());
         let bodies: HashSet<&str> = present.iter().map(|(b, _)| b.as_str()).collect();
         let lost: Vec<&String> = l
             .confirmed
@@ -365,7 +366,6 @@ async fn confirmed_messages_survive_sigkill() {
             "cycle {cycle}: killed after {run_ms} ms; confirmed {}, acked {} ({} recorded), recovered {}",
             l.confirmed.len(), l.acked.len(), l.acked_recorded.len(), present.len()
         );
-        drop(l);
         // Binding survived: a publish through the exchange lands in the queue.
         let confirm_ch = conn.create_channel().await.unwrap();
         confirm_ch

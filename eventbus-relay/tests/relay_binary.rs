@@ -15,9 +15,11 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_binary_moves_committed_events_to_the_broker() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = eventbus_broker::Config::default();
-    config.amqp_listen = "127.0.0.1:0".parse().unwrap();
-    config.data_dir = dir.path().join("broker");
+    let config = eventbus_broker::Config {
+        amqp_listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().join("broker"),
+        ..Default::default()
+    };
     let broker = eventbus_broker::Broker::start(config).await.unwrap();
     let amqp_url = format!("amqp://guest:guest@{}/%2f", broker.amqp_addr());
 

@@ -16,9 +16,11 @@ fn free_port() -> u16 {
 }
 
 async fn start(dir: &std::path::Path, port: u16) -> EmbeddedBroker {
-    let mut config = eventbus_broker::Config::default();
-    config.amqp_listen = ([127, 0, 0, 1], port).into();
-    config.data_dir = dir.to_path_buf();
+    let config = eventbus_broker::Config {
+        amqp_listen: ([127, 0, 0, 1], port).into(),
+        data_dir: dir.to_path_buf(),
+        ..Default::default()
+    };
     EmbeddedBroker::start_with(config).await.expect("start broker")
 }
 
