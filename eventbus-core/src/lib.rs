@@ -47,8 +47,8 @@ pub use event::{
     Headers,
 };
 pub use handler::{
-    handler_fn, Backoff, Context, FailureKind, Handle, HandleError, Handler, HandlerConfig, Ordering,
-    RetryPolicy,
+    handler_fn, Backoff, Context, FailureKind, Handle, HandleError, Handler, HandlerConfig,
+    Ordering, RetryPolicy,
 };
 pub use transport::{
     memory::MemoryTransport, Acker, Delivery, Publisher, Subscriber, Subscription,

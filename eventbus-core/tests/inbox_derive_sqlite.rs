@@ -98,5 +98,9 @@ async fn derived_inbox_handler_applies_each_message_once() {
         .await
         .unwrap();
     assert_eq!(rows, 1, "the effect must be applied exactly once");
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "duplicates must not reach the handler");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "duplicates must not reach the handler"
+    );
 }

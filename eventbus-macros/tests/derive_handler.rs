@@ -125,7 +125,11 @@ fn config_defaults_and_split_attributes() {
     let generic = Generic { _tag: 1u8 };
     let mut expected = HandlerConfig::new("generic");
     expected.inbox = true;
-    assert_eq!(generic.config(), expected, "`inbox` alone turns the inbox on");
+    assert_eq!(
+        generic.config(),
+        expected,
+        "`inbox` alone turns the inbox on"
+    );
     assert_eq!(generic.config().ordering, Ordering::ByKey);
 }
 

@@ -21,7 +21,9 @@ async fn start(dir: &std::path::Path, port: u16) -> EmbeddedBroker {
         data_dir: dir.to_path_buf(),
         ..Default::default()
     };
-    EmbeddedBroker::start_with(config).await.expect("start broker")
+    EmbeddedBroker::start_with(config)
+        .await
+        .expect("start broker")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -169,7 +169,10 @@ async fn binary_config_file_and_sigterm() {
     let cfg = dir.path().join("broker.toml");
     std::fs::write(
         &cfg,
-        format!("amqp_listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nchannel_max = 16\n", dir.path().join("data").display()),
+        format!(
+            "amqp_listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nchannel_max = 16\n",
+            dir.path().join("data").display()
+        ),
     )
     .unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_eventbus-broker"))
@@ -189,9 +192,16 @@ async fn binary_config_file_and_sigterm() {
     }
     let conn = conn.expect("binary did not start");
     assert_eq!(conn.configuration().channel_max(), 16);
-    let status = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    let status = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
     assert!(status.success());
-    let exit = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(exit.success(), "{exit:?}");
     assert!(!conn.status().connected());
     assert!(dir.path().join("data").join("definitions.json").exists());

@@ -127,7 +127,19 @@ pub async fn get_wait(ch: &Channel, q: &str) -> Option<String> {
 /// Drain all available messages: publishes without confirms are asynchronous, so keep polling
 /// until the queue has stayed empty for a while (robust on a loaded CI machine).
 pub async fn drain(ch: &Channel, q: &str) -> Vec<String> {
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    // a round trip on the channel: the broker handles a connection's frames in order, so every
+    // publish sent before it on this channel has been routed once it returns
+    ch.exchange_declare(
+        ss("amq.direct"),
+        ExchangeKind::Direct,
+        ExchangeDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
     let mut v = Vec::new();
     let mut idle_since = std::time::Instant::now();
     loop {

@@ -67,7 +67,13 @@ impl Handle<UserRegistered> for NotifyAdmins {
 /// Reserves stock. Four workers; events of one order always go to the same
 /// worker, so they are handled in the order they were placed.
 #[derive(Handler)]
-#[handler(group = "inventory-service", events(OrderPlaced), concurrency = 4, max_attempts = 3, backoff_ms = 10)]
+#[handler(
+    group = "inventory-service",
+    events(OrderPlaced),
+    concurrency = 4,
+    max_attempts = 3,
+    backoff_ms = 10
+)]
 struct ReserveStock {
     done: Arc<AtomicUsize>,
     flaky_once: AtomicUsize,
@@ -78,7 +84,10 @@ impl Handle<OrderPlaced> for ReserveStock {
     async fn handle(&self, e: OrderPlaced, cx: &Context) -> Result<(), BoxError> {
         // The first attempt at the very first line fails, to show the retry.
         if self.flaky_once.fetch_add(1, Ordering::SeqCst) == 0 {
-            println!("[inventory-service]    stock service busy for {} — will retry", e.order_id);
+            println!(
+                "[inventory-service]    stock service busy for {} — will retry",
+                e.order_id
+            );
             return Err("stock service busy".into());
         }
         println!(
@@ -97,21 +106,40 @@ impl Handle<OrderPlaced> for ReserveStock {
 async fn main() -> Result<(), BoxError> {
     let (mails, notes, reserved) = (Arc::default(), Arc::default(), Arc::default());
     let mut bus = EventBus::new(MemoryTransport::new());
-    bus.register(SendWelcomeMail { sent: Arc::clone(&mails) })
-        .register(NotifyAdmins { done: Arc::clone(&notes) })
-        .register(ReserveStock { done: Arc::clone(&reserved), flaky_once: AtomicUsize::new(0) });
+    bus.register(SendWelcomeMail {
+        sent: Arc::clone(&mails),
+    })
+    .register(NotifyAdmins {
+        done: Arc::clone(&notes),
+    })
+    .register(ReserveStock {
+        done: Arc::clone(&reserved),
+        flaky_once: AtomicUsize::new(0),
+    });
     let bus = bus.start().await?;
 
     for (user_id, email) in [(1, "ada@example.com"), (2, "grace@example.com")] {
-        bus.publish(&UserRegistered { user_id, email: email.into() }).await?;
+        bus.publish(&UserRegistered {
+            user_id,
+            email: email.into(),
+        })
+        .await?;
     }
     for (order_id, sku, quantity) in [("o-1", "book", 1), ("o-2", "pen", 3), ("o-1", "lamp", 2)] {
-        bus.publish(&OrderPlaced { order_id: order_id.into(), sku: sku.into(), quantity }).await?;
+        bus.publish(&OrderPlaced {
+            order_id: order_id.into(),
+            sku: sku.into(),
+            quantity,
+        })
+        .await?;
     }
 
     // Wait until every handler has done its part, then shut down gracefully.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while mails.load(Ordering::SeqCst) < 2 || notes.load(Ordering::SeqCst) < 2 || reserved.load(Ordering::SeqCst) < 3 {
+    while mails.load(Ordering::SeqCst) < 2
+        || notes.load(Ordering::SeqCst) < 2
+        || reserved.load(Ordering::SeqCst) < 3
+    {
         if tokio::time::Instant::now() > deadline {
             return Err("handlers did not finish in time".into());
         }
