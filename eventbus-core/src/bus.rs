@@ -219,30 +219,53 @@ async fn receive(
 ) {
     let cancelled = token.cancelled();
     tokio::pin!(cancelled);
-    loop {
+    let mut batch = Vec::with_capacity(RECEIVE_BATCH);
+    let mut scratch = Vec::new();
+    'receive: loop {
         let next = tokio::select! {
             biased;
             _ = &mut cancelled => break,
             next = subscription.next() => next,
         };
-        match next {
-            Some(Ok(delivery)) => {
-                if workers.dispatch(delivery).await.is_err() {
-                    break;
+        let mut next = Some(next);
+        // Take the first delivery and whatever else is ready without waiting
+        // (no more than the worker queues can take now, so nothing waits
+        // here longer than it would have waited in the transport), then hand
+        // them to the workers together.
+        let limit = workers.free_slots().min(RECEIVE_BATCH);
+        while let Some(item) = next {
+            match item {
+                Some(Ok(delivery)) => batch.push(delivery),
+                Some(Err(e)) => {
+                    tracing::error!(group = %group, error = %e, "subscription error");
+                }
+                None => {
+                    tracing::warn!(group = %group, "subscription ended");
+                    let _ = workers.dispatch_batch(&mut batch, &mut scratch).await;
+                    break 'receive;
                 }
             }
-            Some(Err(e)) => {
-                tracing::error!(group = %group, error = %e, "subscription error");
-            }
-            None => {
-                tracing::warn!(group = %group, "subscription ended");
+            if batch.len() >= limit {
                 break;
             }
+            next = futures_util::FutureExt::now_or_never(subscription.next());
+        }
+        if workers
+            .dispatch_batch(&mut batch, &mut scratch)
+            .await
+            .is_err()
+        {
+            break;
         }
     }
     workers.shutdown().await;
     drop(subscription);
 }
+
+/// Most deliveries the receiver takes from its subscription (only those
+/// already ready, never waiting for more) before handing them to the workers.
+/// Bounded anyway by the subscription's prefetch (unsettled deliveries).
+const RECEIVE_BATCH: usize = 256;
 
 /// Publishes typed events through the bus's transport (confirmed).
 #[derive(Clone)]

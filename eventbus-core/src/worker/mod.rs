@@ -13,6 +13,7 @@ mod partitioner;
 
 pub use partitioner::{HashPartitioner, Partitioner};
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -118,6 +119,76 @@ impl PartitionedWorkers {
     pub async fn dispatch(&self, delivery: Delivery) -> Result<(), Delivery> {
         let idx = self.worker_for(delivery.envelope.key.as_deref());
         self.senders[idx].send(delivery).await.map_err(|e| e.0)
+    }
+
+    /// Free slots across all worker queues right now (at least 1): how many
+    /// deliveries the receiver can take without holding any back itself.
+    pub(crate) fn free_slots(&self) -> usize {
+        self.senders
+            .iter()
+            .map(mpsc::Sender::capacity)
+            .sum::<usize>()
+            .max(1)
+    }
+
+    /// Queues every delivery of `batch` on its worker, in order per worker,
+    /// waiting while a worker's queue is full; `batch` is left empty.
+    /// `scratch` is reusable per-worker grouping space. Fails (dropping the
+    /// undelivered rest, which the transport redelivers) if the workers are
+    /// shutting down.
+    pub(crate) async fn dispatch_batch(
+        &self,
+        batch: &mut Vec<Delivery>,
+        scratch: &mut Vec<VecDeque<Delivery>>,
+    ) -> Result<(), ()> {
+        if self.senders.len() == 1 || batch.len() == 1 {
+            for delivery in batch.drain(..) {
+                let idx = self.worker_for(delivery.envelope.key.as_deref());
+                // On failure the rest of the drained batch is dropped with it.
+                self.senders[idx].send(delivery).await.map_err(drop)?;
+            }
+            return Ok(());
+        }
+        // Group per worker so that each worker is handed its share of the
+        // batch in one go (one wake-up) instead of one delivery at a time.
+        scratch.resize_with(self.senders.len(), VecDeque::new);
+        for delivery in batch.drain(..) {
+            let idx = self.worker_for(delivery.envelope.key.as_deref());
+            scratch[idx].push_back(delivery);
+        }
+        let result = self.hand_over(scratch).await;
+        if result.is_err() {
+            scratch.iter_mut().for_each(VecDeque::clear);
+        }
+        result
+    }
+
+    /// Moves every grouped delivery to its worker's queue, in order per
+    /// worker. Fills every queue that has room before waiting on a full one,
+    /// so one busy worker does not hold back the others' share.
+    async fn hand_over(&self, scratch: &mut [VecDeque<Delivery>]) -> Result<(), ()> {
+        loop {
+            let mut blocked = None;
+            for (idx, (sender, queue)) in self.senders.iter().zip(scratch.iter_mut()).enumerate() {
+                while let Some(delivery) = queue.pop_front() {
+                    match sender.try_send(delivery) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(delivery)) => {
+                            queue.push_front(delivery);
+                            blocked.get_or_insert(idx);
+                            break;
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => return Err(()),
+                    }
+                }
+            }
+            let Some(idx) = blocked else {
+                return Ok(());
+            };
+            if let Some(delivery) = scratch[idx].pop_front() {
+                self.senders[idx].send(delivery).await.map_err(drop)?;
+            }
+        }
     }
 
     /// Stops accepting deliveries and waits until every queued one is handled and settled.
