@@ -33,6 +33,17 @@ pub struct Config {
     /// When message bodies held in memory exceed this many bytes, publishing connections are
     /// blocked (`connection.blocked`, reads paused) until it drops again. 0 disables.
     pub memory_high_watermark: u64,
+    /// Once bodies in memory exceed this fraction of `memory_high_watermark`, bodies of
+    /// persistent messages newly stored for durable queues are paged out to the file store
+    /// (kept on disk only, read back on delivery). 0.0 pages every persistent message out;
+    /// values >= 1.0 (or a disabled watermark) never page out. Default 0.5.
+    pub memory_paging_ratio: f64,
+    /// Publishers are blocked (`connection.blocked`, like the memory watermark) while the
+    /// filesystem holding `data_dir` has fewer free bytes than this. 0 disables. Default
+    /// 50 MiB (RabbitMQ's `disk_free_limit`).
+    pub disk_free_limit: u64,
+    /// How often free disk space is checked, in milliseconds. Default 1000.
+    pub disk_check_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -48,6 +59,9 @@ impl Default for Config {
             handshake_timeout_secs: 10,
             storage: StorageType::File,
             memory_high_watermark: 1024 * 1024 * 1024,
+            memory_paging_ratio: 0.5,
+            disk_free_limit: 50 * 1024 * 1024,
+            disk_check_interval_ms: 1000,
         }
     }
 }
@@ -84,6 +98,9 @@ impl Config {
                 "HEARTBEAT" => self.heartbeat = p(&k, &v)?,
                 "HANDSHAKE_TIMEOUT_SECS" => self.handshake_timeout_secs = p(&k, &v)?,
                 "MEMORY_HIGH_WATERMARK" => self.memory_high_watermark = p(&k, &v)?,
+                "MEMORY_PAGING_RATIO" => self.memory_paging_ratio = p(&k, &v)?,
+                "DISK_FREE_LIMIT" => self.disk_free_limit = p(&k, &v)?,
+                "DISK_CHECK_INTERVAL_MS" => self.disk_check_interval_ms = p(&k, &v)?,
                 "CONFIG" | "LOG" => {}
                 _ => return Err(Error::Config(format!("unknown environment variable {k}"))),
             }
@@ -111,7 +128,25 @@ impl Config {
                 self.max_message_size
             )));
         }
+        if self.memory_paging_ratio.is_nan() || self.memory_paging_ratio < 0.0 {
+            return Err(Error::Config(format!(
+                "memory_paging_ratio must be >= 0 (got {})",
+                self.memory_paging_ratio
+            )));
+        }
+        if self.disk_check_interval_ms == 0 {
+            return Err(Error::Config("disk_check_interval_ms must be >= 1".into()));
+        }
         Ok(())
+    }
+
+    /// The memory gauge level above which persistent bodies are paged out (`u64::MAX`:
+    /// never).
+    pub fn page_out_above(&self) -> u64 {
+        if self.memory_high_watermark == 0 || self.memory_paging_ratio >= 1.0 {
+            return u64::MAX;
+        }
+        (self.memory_high_watermark as f64 * self.memory_paging_ratio) as u64
     }
 }
 

@@ -44,8 +44,9 @@ mod server;
 pub mod storage;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -71,6 +72,40 @@ fn open_store(config: &Config) -> Result<Arc<dyn storage::MessageStore>> {
     })
 }
 
+/// Free bytes available to unprivileged users on the filesystem holding `path`.
+///
+/// # Errors
+/// `statvfs` failures.
+pub fn disk_free(path: &Path) -> std::io::Result<u64> {
+    let st = rustix::fs::statvfs(path)?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// Compare free disk space with the core's `disk_free_limit` every `every` and raise or
+/// clear the disk alarm, until shutdown.
+async fn disk_monitor(
+    core: Arc<Core>,
+    data_dir: PathBuf,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let limit = core.disk_free_limit();
+        if limit == 0 {
+            core.set_disk_alarm(false);
+        } else {
+            match disk_free(&data_dir) {
+                Ok(free) => core.set_disk_alarm(free < limit),
+                Err(e) => tracing::warn!(error = %e, "cannot check free disk space"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { return },
+        }
+    }
+}
+
 /// A running broker. Dropping it without [`Broker::shutdown`] stops accepting but does not
 /// wait for connections.
 #[derive(Debug)]
@@ -90,9 +125,17 @@ impl Broker {
     pub async fn start(config: Config) -> Result<Broker> {
         config.validate()?;
         let core = Arc::new(Core::open(&config.data_dir, open_store(&config)?)?);
+        core.set_page_out_above(config.page_out_above());
+        core.set_disk_free_limit(config.disk_free_limit);
         let listener = tokio::net::TcpListener::bind(config.amqp_listen).await?;
         let addr = listener.local_addr()?;
         let (tx, rx) = watch::channel(false);
+        tokio::spawn(disk_monitor(
+            core.clone(),
+            config.data_dir.clone(),
+            Duration::from_millis(config.disk_check_interval_ms),
+            rx.clone(),
+        ));
         let task = tokio::spawn(server::run(listener, core.clone(), Arc::new(config), rx));
         tracing::info!(%addr, "eventbus-broker listening");
         Ok(Broker {
@@ -106,6 +149,17 @@ impl Broker {
     /// The bound AMQP address (useful with port 0).
     pub fn amqp_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Change the disk free limit at run time (bytes, 0 disables); takes effect at the next
+    /// disk check (`disk_check_interval_ms`).
+    pub fn set_disk_free_limit(&self, bytes: u64) {
+        self.core.set_disk_free_limit(bytes);
+    }
+
+    /// Bytes of message bodies currently held in memory (the memory watermark's gauge).
+    pub fn memory_used(&self) -> u64 {
+        self.core.memory.used()
     }
 
     /// Management operations (users, vhosts, permissions).

@@ -502,9 +502,20 @@ impl Channel {
                         AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
                     ),
                     Some((qm, remaining)) => {
+                        let Some(msg) = s.core.page_in(s.vhost, g.queue.as_str(), &qm) else {
+                            if !g.no_ack {
+                                let q = g.queue.as_str();
+                                s.core.with_vhost(s.vhost, |vh, ctx| {
+                                    vh.settle(q, vec![qm], false, false, ctx);
+                                });
+                            }
+                            return Err(AmqpError::new(
+                                ReplyCode::InternalError,
+                                "message body could not be read from the store",
+                            ));
+                        };
                         let tag = self.next_tag;
                         self.next_tag += 1;
-                        let msg = qm.msg.clone();
                         s.out.with_content(
                             id,
                             AMQPClass::Basic(basic::AMQPMethod::GetOk(basic::GetOk {

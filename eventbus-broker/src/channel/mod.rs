@@ -190,11 +190,37 @@ impl Channel {
             });
             return;
         }
+        // a body paged out to the store is read back now, outside the state lock
+        let Some(full) = s.core.page_in(s.vhost, &d.queue, &d.msg) else {
+            d.credit.release(1);
+            if !d.no_ack {
+                self.global.release(1);
+            }
+            let q = d.queue.to_string();
+            let no_ack = d.no_ack;
+            s.core.with_vhost(s.vhost, |vh, ctx| {
+                if !no_ack {
+                    vh.settle(&q, vec![d.msg], false, false, ctx);
+                }
+                vh.dispatch(&q, ctx);
+            });
+            return;
+        };
         let tag = self.next_tag;
         self.next_tag += 1;
         s.out
-            .deliver(self.id, &d.consumer_tag, tag, d.msg.redelivered, &d.msg.msg);
+            .deliver(self.id, &d.consumer_tag, tag, d.msg.redelivered, &full);
+        drop(full);
         if d.no_ack {
+            if d.msg.msg.persistent() {
+                // settled on send: the store must not bring it back after a restart
+                // (a no-op for messages it does not hold)
+                let key = crate::storage::QueueKey {
+                    vhost: s.vhost.to_owned(),
+                    queue: d.queue.to_string(),
+                };
+                let _ = s.core.store.ack(&key, d.msg.id);
+            }
             d.credit.release(1);
             s.kick.insert(d.queue.to_string());
         } else {

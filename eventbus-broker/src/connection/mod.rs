@@ -201,6 +201,9 @@ impl Connection {
             {
                 return Exit::Gone;
             }
+            // before the flush: a connection.unblocked queued after it would wait for the
+            // next event, which may never come while the client holds its publishes
+            self.check_watermark();
             if self.flush().await.is_err() {
                 return Exit::Gone;
             }
@@ -217,7 +220,6 @@ impl Connection {
                 hb_interval = tokio::time::interval_at(tokio::time::Instant::now() + p, p);
                 hb_interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             }
-            self.check_watermark();
             if self.blocked {
                 // heartbeats are not read while blocked; do not count that against the client
                 self.last_recv = Instant::now();
@@ -332,30 +334,44 @@ impl Connection {
         }
     }
 
-    /// Block or unblock a publishing connection around the memory high watermark.
+    /// Block or unblock a publishing connection around the memory high watermark and the
+    /// disk free limit.
     fn check_watermark(&mut self) {
-        let wm = self.config.memory_high_watermark;
-        if wm == 0 || !self.publisher || self.step != ConnectionStep::Running {
+        if !self.publisher || self.step != ConnectionStep::Running {
             return;
         }
-        let over = self.core.memory.used() > wm;
+        let wm = self.config.memory_high_watermark;
+        let low_memory = wm != 0 && self.core.memory.used() > wm;
+        let low_disk = self.core.disk_alarm();
+        let over = low_memory || low_disk;
         if over && !self.blocked {
             self.blocked = true;
             tracing::info!(
                 conn = self.id,
                 used = self.core.memory.used(),
-                "memory high watermark reached; blocking publisher"
+                low_memory,
+                low_disk,
+                "resource alarm; blocking publisher"
             );
             if self.blocked_notify {
+                let reason = if low_memory {
+                    "low on memory"
+                } else {
+                    "low on disk"
+                };
                 self.out.method(
                     0,
                     AMQPClass::Connection(connection::AMQPMethod::Blocked(connection::Blocked {
-                        reason: "low on memory".into(),
+                        reason: reason.into(),
                     })),
                 );
             }
         } else if !over && self.blocked {
             self.blocked = false;
+            tracing::info!(
+                conn = self.id,
+                "resource alarm cleared; unblocking publisher"
+            );
             if self.blocked_notify {
                 self.out.method(
                     0,

@@ -1,7 +1,7 @@
 //! Messages as the model holds them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use amq_protocol::protocol::basic::AMQPProperties;
@@ -25,6 +25,24 @@ pub struct Message {
 }
 
 impl Message {
+    /// Rebuild a message read from the store (no memory ticket); `None` if its stored
+    /// properties do not parse.
+    pub fn from_stored(m: crate::storage::StoredMessage) -> Option<Message> {
+        let Ok(([], properties)) =
+            amq_protocol::protocol::basic::parse_properties(&m.raw_properties[..])
+        else {
+            return None;
+        };
+        Some(Message {
+            exchange: m.exchange,
+            routing_key: m.routing_key,
+            properties,
+            raw_properties: m.raw_properties,
+            body: m.body,
+            mem: None,
+        })
+    }
+
     /// Body size in bytes.
     pub fn size(&self) -> usize {
         self.body.len()
@@ -51,6 +69,26 @@ impl Message {
     }
 }
 
+/// The shared placeholder a [`QueuedMessage`] points to while its body is paged out to the
+/// message store: no body, no memory ticket, and `delivery-mode = 2` (only persistent
+/// messages are paged out, and the store must still be told when they are settled). The real
+/// message is read back with [`MessageStore::read`](crate::storage::MessageStore::read) before
+/// delivery.
+pub fn paged_stub() -> Arc<Message> {
+    static STUB: OnceLock<Arc<Message>> = OnceLock::new();
+    STUB.get_or_init(|| {
+        Arc::new(Message {
+            exchange: String::new(),
+            routing_key: String::new(),
+            properties: AMQPProperties::default().with_delivery_mode(2),
+            raw_properties: Bytes::new(),
+            body: Bytes::new(),
+            mem: None,
+        })
+    })
+    .clone()
+}
+
 /// A message sitting in (or delivered from) a queue.
 #[derive(Debug, Clone)]
 pub struct QueuedMessage {
@@ -64,6 +102,19 @@ pub struct QueuedMessage {
     pub expires_at: Option<Instant>,
     /// Effective priority (0 unless the queue has `x-max-priority`).
     pub priority: u8,
+    /// `Some(size)` when the body is paged out: `msg` is then [`paged_stub`] and the message
+    /// must be read back from the store (by queue and `id`) before delivery.
+    pub paged: Option<u32>,
+}
+
+impl QueuedMessage {
+    /// Body size in bytes (approximate for messages paged out at recovery: the stored record).
+    pub fn size(&self) -> usize {
+        match self.paged {
+            Some(n) => n as usize,
+            None => self.msg.size(),
+        }
+    }
 }
 
 /// Bytes of message bodies alive in the broker (queued, unacked, in transactions).

@@ -14,7 +14,7 @@ pub mod vhost;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -29,7 +29,7 @@ pub use vhost::{Ctx, PublishOutcome, VHost};
 use crate::auth::{Permission, User};
 use crate::error::{Error, Result};
 use crate::storage::definitions::{BindingDef, ExchangeDef, QueueDef, VhostDef};
-use crate::storage::{DefinitionStore, Definitions, MessageStore};
+use crate::storage::{DefinitionStore, Definitions, MessageStore, QueueKey, StoredMessage};
 
 /// All mutable broker state.
 #[derive(Debug, Default)]
@@ -67,6 +67,13 @@ pub struct Core {
     pub conns: Mutex<HashMap<u64, ConnHandle>>,
     /// Bytes of message bodies held by the broker (for the memory watermark).
     pub memory: Arc<message::MemoryGauge>,
+    /// Page persistent bodies of durable queues out once `memory` exceeds this (bytes;
+    /// `u64::MAX` never). Only effective with a store that can [`MessageStore::read`].
+    page_out_above: AtomicU64,
+    /// Free bytes required on the data directory's filesystem (0 = no check).
+    disk_free_limit: AtomicU64,
+    /// Free space is below `disk_free_limit`: publishers are blocked.
+    disk_alarm: AtomicBool,
 }
 
 impl Core {
@@ -84,6 +91,9 @@ impl Core {
             next_conn: AtomicU64::new(1),
             conns: Mutex::new(HashMap::new()),
             memory: Arc::default(),
+            page_out_above: AtomicU64::new(u64::MAX),
+            disk_free_limit: AtomicU64::new(0),
+            disk_alarm: AtomicBool::new(false),
         };
         match core.defs.load().map_err(Error::Definitions)? {
             Some(d) => {
@@ -107,14 +117,17 @@ impl Core {
 
     /// Re-queues the persistent messages the store kept for durable queues;
     /// drops what the store holds for queues that no longer exist.
+    ///
+    /// Lazy: only the store's index is loaded (ids and sizes); bodies stay on disk and are
+    /// paged in on delivery. Queues that need message properties while queued (priority
+    /// queues, queues with a dead-letter exchange) read their messages eagerly.
     fn recover_messages(&self) -> Result<()> {
-        let recovered = self
-            .store
-            .recover()
-            .map_err(|e| Error::Io(std::io::Error::other(e)))?;
+        let io = |e| Error::Io(std::io::Error::other(e));
+        let recovered = self.store.recover_index().map_err(io)?;
+        let lazy = self.store.kind() == crate::storage::StorageType::File;
         let mut st = self.lock();
         let mut total = 0usize;
-        for (key, messages) in recovered {
+        for (key, entries) in recovered {
             let queue = st
                 .vhosts
                 .get_mut(&key.vhost)
@@ -124,23 +137,20 @@ impl Core {
                 let _ = self.store.drop_queue(&key);
                 continue;
             };
-            for m in messages {
-                let Ok(([], properties)) =
-                    amq_protocol::protocol::basic::parse_properties(&m.raw_properties[..])
-                else {
-                    tracing::warn!(queue = %key.queue, id = m.id, "unreadable stored properties; dropping message");
-                    let _ = self.store.ack(&key, m.id);
+            let eager = !lazy || queue.args.max_priority.is_some() || queue.args.dlx.is_some();
+            for e in entries {
+                if !eager {
+                    queue.restore_paged(e.id, e.size);
+                    total += 1;
+                    continue;
+                }
+                let Some(m) = self.store.read(&key, e.id).map_err(io)? else {
                     continue;
                 };
-                let msg = Arc::new(Message {
-                    exchange: m.exchange,
-                    routing_key: m.routing_key,
-                    properties,
-                    raw_properties: m.raw_properties,
-                    mem: Some(MemTicket::new(&self.memory, m.body.len() as u64)),
-                    body: m.body,
-                });
-                queue.restore(m.id, msg);
+                let Some(msg) = self.stored_to_message(&key, m, true) else {
+                    continue;
+                };
+                queue.restore(e.id, msg);
                 total += 1;
             }
         }
@@ -148,6 +158,95 @@ impl Core {
             tracing::info!(messages = total, "recovered persistent messages");
         }
         Ok(())
+    }
+
+    /// Build a model message from a stored one (`None`, and the store entry acked, if its
+    /// properties do not parse). `account` puts the body on the memory gauge.
+    fn stored_to_message(
+        &self,
+        key: &QueueKey,
+        m: StoredMessage,
+        account: bool,
+    ) -> Option<Arc<Message>> {
+        let id = m.id;
+        let Some(mut msg) = Message::from_stored(m) else {
+            tracing::warn!(queue = %key.queue, id, "unreadable stored properties; dropping message");
+            let _ = self.store.ack(key, id);
+            return None;
+        };
+        if account {
+            msg.mem = Some(MemTicket::new(&self.memory, msg.body.len() as u64));
+        }
+        Some(Arc::new(msg))
+    }
+
+    /// The full message for delivering `qm` from `queue`: `qm.msg` itself, or, for a message
+    /// paged out, the message read back from the store (not accounted on the memory gauge:
+    /// it lives only until it is written to the socket). `None` if the store no longer
+    /// holds it or cannot read it (logged).
+    pub fn page_in(&self, vhost: &str, queue: &str, qm: &QueuedMessage) -> Option<Arc<Message>> {
+        if qm.paged.is_none() {
+            return Some(qm.msg.clone());
+        }
+        let key = QueueKey {
+            vhost: vhost.to_owned(),
+            queue: queue.to_owned(),
+        };
+        match self.store.read(&key, qm.id) {
+            Ok(Some(m)) => self.stored_to_message(&key, m, false),
+            Ok(None) => {
+                tracing::error!(
+                    queue,
+                    id = qm.id,
+                    "paged-out message missing from the store"
+                );
+                None
+            }
+            Err(e) => {
+                tracing::error!(queue, id = qm.id, error = %e, "cannot read paged-out message");
+                None
+            }
+        }
+    }
+
+    /// Page bodies out once the memory gauge exceeds `bytes` (`u64::MAX`: never). Ignored
+    /// for stores that cannot read messages back.
+    pub fn set_page_out_above(&self, bytes: u64) {
+        self.page_out_above.store(bytes, Ordering::Relaxed);
+    }
+
+    fn should_page_out(&self) -> bool {
+        let above = self.page_out_above.load(Ordering::Relaxed);
+        above != u64::MAX
+            && self.memory.used() >= above
+            && self.store.kind() == crate::storage::StorageType::File
+    }
+
+    /// Require `bytes` free on the data directory's filesystem (0 = no check); takes effect
+    /// at the next disk check.
+    pub fn set_disk_free_limit(&self, bytes: u64) {
+        self.disk_free_limit.store(bytes, Ordering::Relaxed);
+    }
+
+    /// The current disk free limit.
+    pub fn disk_free_limit(&self) -> u64 {
+        self.disk_free_limit.load(Ordering::Relaxed)
+    }
+
+    /// Record whether free disk space is below the limit (publishers block while it is).
+    pub fn set_disk_alarm(&self, on: bool) {
+        if self.disk_alarm.swap(on, Ordering::Relaxed) != on {
+            if on {
+                tracing::warn!("free disk space below disk_free_limit; blocking publishers");
+            } else {
+                tracing::info!("free disk space above disk_free_limit again");
+            }
+        }
+    }
+
+    /// Is free disk space below the limit?
+    pub fn disk_alarm(&self) -> bool {
+        self.disk_alarm.load(Ordering::Relaxed)
     }
 
     fn restore(&self, d: Definitions) {
@@ -307,6 +406,7 @@ impl Core {
         let ctx = Ctx {
             store: &*self.store,
             now: Instant::now(),
+            page_out: self.should_page_out(),
         };
         let vh = st.vhosts.get_mut(vhost)?;
         let r = f(vh, ctx);
@@ -523,6 +623,7 @@ impl Core {
             let ctx = Ctx {
                 store: &*self.store,
                 now: Instant::now(),
+                page_out: false,
             };
             let qs: Vec<String> = vh.queues.keys().cloned().collect();
             for q in qs {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use amq_protocol::types::{AMQPValue, FieldTable};
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::message::{Message, QueuedMessage};
+use super::message::{paged_stub, Message, QueuedMessage};
 use crate::error::AmqpError;
 use crate::protocol::method::{value_as_i64, value_as_str};
 
@@ -247,6 +247,8 @@ pub enum Enqueued {
     Accepted {
         /// Sequence id given to the message.
         id: u64,
+        /// Effective priority given to the message.
+        priority: u8,
         /// Messages dropped from the head to make room.
         dropped: Vec<QueuedMessage>,
     },
@@ -322,7 +324,7 @@ impl Queue {
     }
 
     fn insert(&mut self, qm: QueuedMessage) {
-        self.ready_bytes += qm.msg.size();
+        self.ready_bytes += qm.size();
         self.ready.insert((255 - qm.priority, qm.id), qm);
     }
 
@@ -351,7 +353,33 @@ impl Queue {
             redelivered: true,
             expires_at: None,
             priority,
+            paged: None,
         });
+    }
+
+    /// Like [`restore`](Self::restore) for a message whose body stays in the store (lazy
+    /// recovery): only its id and size are kept; priority 0.
+    pub fn restore_paged(&mut self, id: u64, size: u32) {
+        self.next_id = self.next_id.max(id + 1);
+        self.insert(QueuedMessage {
+            id,
+            msg: paged_stub(),
+            redelivered: true,
+            expires_at: None,
+            priority: 0,
+            paged: Some(size),
+        });
+    }
+
+    /// Drop the in-memory body of ready message `id` (priority `priority`): it has been
+    /// appended to the store and is read back before delivery.
+    pub fn page_out(&mut self, id: u64, priority: u8) {
+        if let Some(qm) = self.ready.get_mut(&(255 - priority, id)) {
+            if qm.paged.is_none() {
+                qm.paged = Some(u32::try_from(qm.msg.size()).unwrap_or(u32::MAX));
+                qm.msg = paged_stub();
+            }
+        }
     }
 
     /// Offer a newly published message.
@@ -375,18 +403,23 @@ impl Queue {
             redelivered: false,
             expires_at: ttl.map(|t| now + Duration::from_millis(t)),
             priority,
+            paged: None,
         });
         let mut dropped = Vec::new();
         while self.over_limit(0, 0) {
             match self.ready.pop_first() {
                 Some((_, qm)) => {
-                    self.ready_bytes -= qm.msg.size();
+                    self.ready_bytes -= qm.size();
                     dropped.push(qm);
                 }
                 None => break,
             }
         }
-        Enqueued::Accepted { id, dropped }
+        Enqueued::Accepted {
+            id,
+            priority,
+            dropped,
+        }
     }
 
     /// Put back a delivered message at its original position, flagged redelivered.
@@ -398,7 +431,7 @@ impl Queue {
     /// Take the next ready message (for basic.get).
     pub fn pop(&mut self) -> Option<QueuedMessage> {
         let (_, qm) = self.ready.pop_first()?;
-        self.ready_bytes -= qm.msg.size();
+        self.ready_bytes -= qm.size();
         Some(qm)
     }
 
@@ -408,7 +441,7 @@ impl Queue {
         while let Some(e) = self.ready.first_entry() {
             if e.get().expires_at.is_some_and(|t| t < now) {
                 let qm = e.remove();
-                self.ready_bytes -= qm.msg.size();
+                self.ready_bytes -= qm.size();
                 out.push(qm);
             } else {
                 break;

@@ -24,6 +24,9 @@ pub struct Ctx<'a> {
     pub store: &'a dyn MessageStore,
     /// The time used for TTL decisions in this operation.
     pub now: Instant,
+    /// Page bodies of persistent messages in durable queues out to the store once appended
+    /// (memory is above the paging threshold).
+    pub page_out: bool,
 }
 
 /// Outcome of a publish.
@@ -737,7 +740,11 @@ impl VHost {
         };
         let persist = q.durable && msg.persistent();
         match q.enqueue(msg.clone(), ctx.now) {
-            Enqueued::Accepted { id, dropped } => {
+            Enqueued::Accepted {
+                id,
+                priority,
+                dropped,
+            } => {
                 if persist {
                     let stored = StoredMessage {
                         id,
@@ -748,6 +755,11 @@ impl VHost {
                     };
                     if ctx.store.append(&key, &stored).is_err() {
                         return false;
+                    }
+                    // queues with a DLX keep bodies: dead-lettering needs them after the
+                    // store has been told the message is gone
+                    if ctx.page_out && q.args.dlx.is_none() {
+                        q.page_out(id, priority);
                     }
                 }
                 if !dropped.is_empty() {
@@ -770,6 +782,7 @@ impl VHost {
                         redelivered: false,
                         expires_at: None,
                         priority: 0,
+                        paged: None,
                     };
                     work.push_back((qname.to_owned(), vec![qm], "maxlen"));
                 }
@@ -952,8 +965,21 @@ impl VHost {
         let q = self.queue_mut(qname, conn_id)?;
         q.last_used = ctx.now;
         let expired = q.take_expired(ctx.now);
-        let msg = q.pop();
-        if let Some(m) = &msg {
+        let mut msg = q.pop();
+        if let Some(m) = &mut msg {
+            if no_ack && m.paged.is_some() {
+                // settled at once: read the body back before the store forgets it
+                if let Some(full) = ctx
+                    .store
+                    .read(&key, m.id)
+                    .ok()
+                    .flatten()
+                    .and_then(Message::from_stored)
+                {
+                    m.msg = Arc::new(full);
+                    m.paged = None;
+                }
+            }
             if no_ack {
                 if q.durable && m.msg.persistent() {
                     let _ = ctx.store.ack(&key, m.id);
