@@ -7,7 +7,9 @@
 //! - Consumers crash (abort) after their handler's transaction committed but
 //!   before the ack: the message is redelivered and the inbox makes its
 //!   effect happen once.
-#![cfg(feature = "postgres")]
+//!
+//! A `harness = false` test: `main` runs the crash test, or, when started
+//! with `EVENTBUS_CRASH_ROLE` set, plays the child.
 
 mod support;
 #[path = "support/table_queue.rs"]
@@ -44,30 +46,45 @@ async fn pool() -> PgPool {
 
 fn spawn_child(role: &str, tag: &str, extra: &[(&str, String)]) -> Child {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([
-        "--exact",
-        "crash_child",
-        "--include-ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env("EVENTBUS_CRASH_ROLE", role)
-    .env("EVENTBUS_CRASH_TAG", tag)
-    .stdout(std::process::Stdio::null());
+    cmd.env("EVENTBUS_CRASH_ROLE", role)
+        .env("EVENTBUS_CRASH_TAG", tag)
+        .stdout(std::process::Stdio::null());
     for (k, v) in extra {
         cmd.env(k, v);
     }
     cmd.spawn().expect("spawn child")
 }
 
-/// The child side: a relay or a consumer, per `EVENTBUS_CRASH_ROLE`. Runs
-/// until killed. Not a test on its own.
-#[test]
-#[ignore = "child process of the crash tests; does nothing when run directly"]
-fn crash_child() {
-    let Ok(role) = std::env::var("EVENTBUS_CRASH_ROLE") else {
+const TEST_NAME: &str = "killed_relays_lose_nothing_and_inbox_absorbs_duplicates";
+
+fn main() {
+    if let Ok(role) = std::env::var("EVENTBUS_CRASH_ROLE") {
+        crash_child(role);
         return;
-    };
+    }
+    // Honour a name filter like the default harness (`cargo test <filter>`).
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    if !filters.is_empty() && !filters.iter().any(|f| TEST_NAME.contains(f.as_str())) {
+        println!("test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 1 filtered out");
+        return;
+    }
+    println!("test {TEST_NAME} ...");
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(killed_relays_lose_nothing_and_inbox_absorbs_duplicates());
+    println!("test {TEST_NAME} ... ok");
+    println!("test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out");
+}
+
+/// The child side: a relay or a consumer, per `EVENTBUS_CRASH_ROLE`. Runs
+/// until killed.
+fn crash_child(role: String) {
     let tag = std::env::var("EVENTBUS_CRASH_TAG").unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -139,7 +156,6 @@ fn kill(mut child: Child) -> bool {
     crashed_itself
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_relays_lose_nothing_and_inbox_absorbs_duplicates() {
     let pool = pool().await;
     let tag = eventbus_core::event::new_message_id().simple().to_string();
