@@ -64,7 +64,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::migrate::{InvalidTableName, MigrateError, TableName};
-use crate::{EncodeError, Envelope, Headers};
+use crate::{EncodeError, Envelope, Event, Headers};
 
 /// The default outbox table name.
 pub const DEFAULT_TABLE: &str = "eventbus_outbox";
@@ -283,6 +283,65 @@ where
     /// Deletes the parked row with message id `id` (never published), unblocking its key.
     pub async fn discard_parked(&self, id: Uuid) -> Result<bool, OutboxError> {
         self.as_store().discard_parked(id).await
+    }
+}
+
+/// How a database inserts envelopes into its outbox table (implemented for
+/// each supported database; the generic `add` methods call it).
+#[doc(hidden)]
+#[async_trait]
+pub trait InsertEnvelopes<DB: sqlx_db::Db> {
+    /// Inserts `envelopes` in order through `conn`.
+    async fn insert_envelopes(
+        &self,
+        conn: &mut DB::Connection,
+        envelopes: &[Envelope],
+    ) -> Result<(), OutboxError>;
+}
+
+impl<DB: sqlx_db::Db> Outbox<DB>
+where
+    Self: InsertEnvelopes<DB>,
+{
+    /// Inserts `event` into the outbox through `conn` — normally `&mut tx`,
+    /// the transaction that also holds the business change. The current
+    /// trace context is stored in its `traceparent` header. Returns the
+    /// message id.
+    pub async fn add<C, E>(&self, conn: &mut C, event: &E) -> Result<Uuid, OutboxError>
+    where
+        C: OutboxConn<DB> + ?Sized,
+        E: Event,
+    {
+        let envelope = Envelope::from_event(event)?;
+        self.add_envelopes(conn, std::slice::from_ref(&envelope))
+            .await?;
+        Ok(envelope.id)
+    }
+
+    /// Inserts `events` in order (batched statements). Returns their ids.
+    pub async fn add_all<C, E>(&self, conn: &mut C, events: &[E]) -> Result<Vec<Uuid>, OutboxError>
+    where
+        C: OutboxConn<DB> + ?Sized,
+        E: Event,
+    {
+        let envelopes = events
+            .iter()
+            .map(Envelope::from_event)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.add_envelopes(conn, &envelopes).await?;
+        Ok(envelopes.iter().map(|e| e.id).collect())
+    }
+
+    /// Inserts prepared envelopes in order.
+    pub async fn add_envelopes<C>(
+        &self,
+        conn: &mut C,
+        envelopes: &[Envelope],
+    ) -> Result<(), OutboxError>
+    where
+        C: OutboxConn<DB> + ?Sized,
+    {
+        self.insert_envelopes(conn.connection(), envelopes).await
     }
 }
 

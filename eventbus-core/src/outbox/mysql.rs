@@ -17,10 +17,10 @@ use uuid::Uuid;
 
 use super::{
     envelope_from_columns, headers_to_json, millis, AsStore, ClaimRequest, ClaimedBatch, Failure,
-    Outbox, OutboxConfig, OutboxConn, OutboxError, OutboxRecord, OutboxStore, ParkedEvent,
+    InsertEnvelopes, Outbox, OutboxConfig, OutboxError, OutboxRecord, OutboxStore, ParkedEvent,
 };
 use crate::migrate::{self, Component, TableName};
-use crate::{Envelope, Event};
+use crate::Envelope;
 
 impl Outbox<MySql> {
     /// An outbox in table `eventbus_outbox` of `pool`'s database.
@@ -32,43 +32,15 @@ impl Outbox<MySql> {
     pub fn mysql_with(pool: MySqlPool, config: OutboxConfig) -> Self {
         Self::from_parts(pool, config)
     }
+}
 
-    /// Inserts `event` through `conn` (normally `&mut tx`). Returns its id.
-    pub async fn add<C, E>(&self, conn: &mut C, event: &E) -> Result<Uuid, OutboxError>
-    where
-        C: OutboxConn<MySql> + ?Sized,
-        E: Event,
-    {
-        let envelope = Envelope::from_event(event)?;
-        self.add_envelopes(conn, std::slice::from_ref(&envelope))
-            .await?;
-        Ok(envelope.id)
-    }
-
-    /// Inserts `events` in order with one statement. Returns their ids.
-    pub async fn add_all<C, E>(&self, conn: &mut C, events: &[E]) -> Result<Vec<Uuid>, OutboxError>
-    where
-        C: OutboxConn<MySql> + ?Sized,
-        E: Event,
-    {
-        let envelopes = events
-            .iter()
-            .map(Envelope::from_event)
-            .collect::<Result<Vec<_>, _>>()?;
-        self.add_envelopes(conn, &envelopes).await?;
-        Ok(envelopes.iter().map(|e| e.id).collect())
-    }
-
-    /// Inserts prepared envelopes in order (multi-row insert, 500 rows per statement).
-    pub async fn add_envelopes<C>(
+#[async_trait]
+impl InsertEnvelopes<MySql> for Outbox<MySql> {
+    async fn insert_envelopes(
         &self,
-        conn: &mut C,
+        conn: &mut sqlx::MySqlConnection,
         envelopes: &[Envelope],
-    ) -> Result<(), OutboxError>
-    where
-        C: OutboxConn<MySql> + ?Sized,
-    {
-        let conn = conn.connection();
+    ) -> Result<(), OutboxError> {
         for chunk in envelopes.chunks(500) {
             let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
             let sql = format!(

@@ -22,10 +22,10 @@ use uuid::Uuid;
 
 use super::{
     envelope_from_columns, headers_to_json, millis, AsStore, ClaimRequest, ClaimedBatch, Failure,
-    Outbox, OutboxConfig, OutboxConn, OutboxError, OutboxRecord, OutboxStore, ParkedEvent,
+    InsertEnvelopes, Outbox, OutboxConfig, OutboxError, OutboxRecord, OutboxStore, ParkedEvent,
 };
 use crate::migrate::{self, Component, TableName};
-use crate::{Envelope, Event};
+use crate::Envelope;
 
 impl Outbox<Postgres> {
     /// An outbox in table `eventbus_outbox` of `pool`'s database.
@@ -37,46 +37,15 @@ impl Outbox<Postgres> {
     pub fn postgres_with(pool: PgPool, config: OutboxConfig) -> Self {
         Self::from_parts(pool, config)
     }
+}
 
-    /// Inserts `event` into the outbox through `conn` — normally `&mut tx`,
-    /// the transaction that also holds the business change. The current
-    /// trace context is stored in its `traceparent` header. Returns the
-    /// message id.
-    pub async fn add<C, E>(&self, conn: &mut C, event: &E) -> Result<Uuid, OutboxError>
-    where
-        C: OutboxConn<Postgres> + ?Sized,
-        E: Event,
-    {
-        let envelope = Envelope::from_event(event)?;
-        self.add_envelopes(conn, std::slice::from_ref(&envelope))
-            .await?;
-        Ok(envelope.id)
-    }
-
-    /// Inserts `events` in order with one statement. Returns their ids.
-    pub async fn add_all<C, E>(&self, conn: &mut C, events: &[E]) -> Result<Vec<Uuid>, OutboxError>
-    where
-        C: OutboxConn<Postgres> + ?Sized,
-        E: Event,
-    {
-        let envelopes = events
-            .iter()
-            .map(Envelope::from_event)
-            .collect::<Result<Vec<_>, _>>()?;
-        self.add_envelopes(conn, &envelopes).await?;
-        Ok(envelopes.iter().map(|e| e.id).collect())
-    }
-
-    /// Inserts prepared envelopes in order with one statement.
-    pub async fn add_envelopes<C>(
+#[async_trait]
+impl InsertEnvelopes<Postgres> for Outbox<Postgres> {
+    async fn insert_envelopes(
         &self,
-        conn: &mut C,
+        conn: &mut sqlx::PgConnection,
         envelopes: &[Envelope],
-    ) -> Result<(), OutboxError>
-    where
-        C: OutboxConn<Postgres> + ?Sized,
-    {
-        let conn = conn.connection();
+    ) -> Result<(), OutboxError> {
         let t = self.table();
         if let [e] = envelopes {
             let sql = format!(

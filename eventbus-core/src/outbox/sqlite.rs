@@ -24,10 +24,10 @@ use uuid::Uuid;
 
 use super::{
     envelope_from_columns, headers_to_json, millis, AsStore, ClaimRequest, ClaimedBatch, Failure,
-    Outbox, OutboxConfig, OutboxConn, OutboxError, OutboxRecord, OutboxStore, ParkedEvent,
+    InsertEnvelopes, Outbox, OutboxConfig, OutboxError, OutboxRecord, OutboxStore, ParkedEvent,
 };
 use crate::migrate::{self, Component, TableName};
-use crate::{Envelope, Event};
+use crate::Envelope;
 
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
@@ -47,43 +47,15 @@ impl Outbox<Sqlite> {
     pub fn sqlite_with(pool: SqlitePool, config: OutboxConfig) -> Self {
         Self::from_parts(pool, config)
     }
+}
 
-    /// Inserts `event` through `conn` (normally `&mut tx`). Returns its id.
-    pub async fn add<C, E>(&self, conn: &mut C, event: &E) -> Result<Uuid, OutboxError>
-    where
-        C: OutboxConn<Sqlite> + ?Sized,
-        E: Event,
-    {
-        let envelope = Envelope::from_event(event)?;
-        self.add_envelopes(conn, std::slice::from_ref(&envelope))
-            .await?;
-        Ok(envelope.id)
-    }
-
-    /// Inserts `events` in order. Returns their ids.
-    pub async fn add_all<C, E>(&self, conn: &mut C, events: &[E]) -> Result<Vec<Uuid>, OutboxError>
-    where
-        C: OutboxConn<Sqlite> + ?Sized,
-        E: Event,
-    {
-        let envelopes = events
-            .iter()
-            .map(Envelope::from_event)
-            .collect::<Result<Vec<_>, _>>()?;
-        self.add_envelopes(conn, &envelopes).await?;
-        Ok(envelopes.iter().map(|e| e.id).collect())
-    }
-
-    /// Inserts prepared envelopes in order.
-    pub async fn add_envelopes<C>(
+#[async_trait]
+impl InsertEnvelopes<Sqlite> for Outbox<Sqlite> {
+    async fn insert_envelopes(
         &self,
-        conn: &mut C,
+        conn: &mut sqlx::SqliteConnection,
         envelopes: &[Envelope],
-    ) -> Result<(), OutboxError>
-    where
-        C: OutboxConn<Sqlite> + ?Sized,
-    {
-        let conn = conn.connection();
+    ) -> Result<(), OutboxError> {
         let sql = format!(
             "INSERT INTO {} (id, name, version, partition_key, headers, occurred_at, content_type, payload, created_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
