@@ -185,44 +185,9 @@ impl Harness for My {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn commit_publishes_rollback_does_not() {
-    scenarios::commit_publishes_rollback_does_not(&My::new().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn typed_add_keeps_order_and_trace() {
-    scenarios::typed_add_keeps_order_and_trace(&My::new().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn parked_row_blocks_only_its_key() {
-    scenarios::parked_row_blocks_only_its_key(&My::new().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn transport_outage_backs_off_and_resumes() {
-    scenarios::transport_outage_backs_off_and_resumes(&My::new().await).await;
-}
+support::database_scenarios!(My);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_relays_100_keys_100k_events_keep_per_key_order() {
     scenarios::relays_keep_per_key_order(Arc::new(My::new().await), 4, 100, 1000, 1000).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn inbox_explicit_api() {
-    scenarios::inbox_explicit(&My::new().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn inbox_layer_in_pipeline() {
-    let h = Arc::new(My::new().await);
-    let layer = h.inbox.layer();
-    scenarios::inbox_layer_in_pipeline(h, layer).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn inbox_pruning_in_batches() {
-    scenarios::inbox_pruning(&My::new().await).await;
 }

@@ -1,8 +1,53 @@
 //! Shared by the outbox/inbox tests: a recording publisher and the
 //! database-independent scenarios every backend runs.
-#![allow(dead_code)]
+#![allow(dead_code, unused_macros)]
 
 pub mod scenarios;
+
+/// The scenarios every database runs, as `#[tokio::test]`s over harness
+/// type `$h` (which has `async fn new()` and an `inbox: Inbox<_>` field).
+macro_rules! database_scenarios {
+    ($h:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn commit_publishes_rollback_does_not() {
+            scenarios::commit_publishes_rollback_does_not(&$h::new().await).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn typed_add_keeps_order_and_trace() {
+            scenarios::typed_add_keeps_order_and_trace(&$h::new().await).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn parked_row_blocks_only_its_key() {
+            scenarios::parked_row_blocks_only_its_key(&$h::new().await).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn transport_outage_backs_off_and_resumes() {
+            scenarios::transport_outage_backs_off_and_resumes(&$h::new().await).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn inbox_explicit_api() {
+            scenarios::inbox_explicit(&$h::new().await).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn inbox_layer_in_pipeline() {
+            let h = Arc::new($h::new().await);
+            let layer = h.inbox.layer();
+            scenarios::inbox_layer_in_pipeline(h, layer).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn inbox_pruning_in_batches() {
+            scenarios::inbox_pruning(&$h::new().await).await;
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use database_scenarios;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
