@@ -89,14 +89,19 @@ pub struct AmqpTransport {
 
 struct Inner {
     config: AmqpConfig,
-    link: tokio::sync::Mutex<Option<Link>>,
+    /// The live link, read on every publish without waiting (fast path).
+    current: std::sync::RwLock<Option<Arc<Link>>>,
+    /// Serialises reconnects so one broken link is replaced once.
+    reconnect: tokio::sync::Mutex<()>,
     closed: AtomicBool,
+    /// `config.exchange` and `config.dead_letter_exchange`, validated once.
+    exchange: ShortString,
+    dead_letter_exchange: ShortString,
 }
 
 /// A live connection and its publishing channel.
-#[derive(Clone)]
 struct Link {
-    connection: Arc<Connection>,
+    connection: Connection,
     publisher: Channel,
 }
 
@@ -159,7 +164,7 @@ async fn open_link(config: &AmqpConfig) -> Result<Link, TransportError> {
         .await
         .map_err(unavailable)?;
     Ok(Link {
-        connection: Arc::new(connection),
+        connection,
         publisher,
     })
 }
@@ -185,10 +190,15 @@ impl AmqpTransport {
     /// broker cannot be reached now; later outages are recovered from.
     pub async fn connect_with(config: AmqpConfig) -> Result<Self, TransportError> {
         let link = open_link(&config).await?;
+        let exchange = short(&config.exchange)?;
+        let dead_letter_exchange = short(&config.dead_letter_exchange)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
-                link: tokio::sync::Mutex::new(Some(link)),
+                current: std::sync::RwLock::new(Some(Arc::new(link))),
+                reconnect: tokio::sync::Mutex::new(()),
+                exchange,
+                dead_letter_exchange,
                 closed: AtomicBool::new(false),
             }),
         })
@@ -203,7 +213,12 @@ impl AmqpTransport {
     /// return to their queues).
     pub async fn close(&self) -> Result<(), TransportError> {
         self.inner.closed.store(true, AtomicOrdering::SeqCst);
-        let link = self.inner.link.lock().await.take();
+        let link = self
+            .inner
+            .current
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         match link {
             Some(link) => link
                 .connection
@@ -215,18 +230,40 @@ impl AmqpTransport {
     }
 
     /// The current link, reconnecting if it broke.
-    async fn link(&self) -> Result<Link, TransportError> {
+    async fn link(&self) -> Result<Arc<Link>, TransportError> {
         if self.inner.closed.load(AtomicOrdering::SeqCst) {
             return Err(TransportError::Closed);
         }
-        let mut guard = self.inner.link.lock().await;
-        if let Some(link) = guard.as_ref().filter(|l| l.healthy()) {
-            return Ok(link.clone());
+        if let Some(link) = self.healthy_link() {
+            return Ok(link);
+        }
+        let _reconnecting = self.inner.reconnect.lock().await;
+        // Another task may have reconnected while this one waited.
+        if let Some(link) = self.healthy_link() {
+            return Ok(link);
+        }
+        if self.inner.closed.load(AtomicOrdering::SeqCst) {
+            return Err(TransportError::Closed);
         }
         tracing::info!(uri = %redact(&self.inner.config.uri), "connecting to AMQP broker");
-        let link = open_link(&self.inner.config).await?;
-        *guard = Some(link.clone());
+        let link = Arc::new(open_link(&self.inner.config).await?);
+        *self
+            .inner
+            .current
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(link.clone());
         Ok(link)
+    }
+
+    /// The current link if it is still usable (one read lock, one Arc clone).
+    fn healthy_link(&self) -> Option<Arc<Link>> {
+        self.inner
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|l| l.healthy())
+            .cloned()
     }
 
     fn queue_args(&self) -> FieldTable {
@@ -242,7 +279,7 @@ impl AmqpTransport {
 
     async fn send(
         &self,
-        exchange: &str,
+        exchange: &ShortString,
         routing_key: &str,
         envelope: &Envelope,
     ) -> Result<lapin::PublisherConfirm, TransportError> {
@@ -250,7 +287,7 @@ impl AmqpTransport {
         let link = self.link().await?;
         link.publisher
             .basic_publish(
-                short(exchange)?,
+                exchange.clone(),
                 short(routing_key)?,
                 BasicPublishOptions::default(),
                 &envelope.payload,
@@ -439,7 +476,7 @@ fn check(confirmation: Confirmation) -> Result<(), TransportError> {
 impl Publisher for AmqpTransport {
     async fn publish(&self, envelope: &Envelope) -> Result<(), TransportError> {
         let confirm = self
-            .send(&self.inner.config.exchange, &envelope.name, envelope)
+            .send(&self.inner.exchange, &envelope.name, envelope)
             .await?;
         check(confirm.await.map_err(unavailable)?)
     }
@@ -448,7 +485,7 @@ impl Publisher for AmqpTransport {
         // Pipelined: send everything, then collect the confirms.
         let mut pending = Vec::with_capacity(envelopes.len());
         for e in envelopes {
-            pending.push(self.send(&self.inner.config.exchange, &e.name, e).await?);
+            pending.push(self.send(&self.inner.exchange, &e.name, e).await?);
         }
         for confirm in pending {
             check(confirm.await.map_err(unavailable)?)?;
@@ -528,7 +565,7 @@ impl Acker for AmqpAcker {
             let confirm = self
                 .transport
                 .send(
-                    &self.transport.inner.config.dead_letter_exchange,
+                    &self.transport.inner.dead_letter_exchange,
                     &self.group,
                     &envelope,
                 )
