@@ -25,6 +25,39 @@ fn vhost_gone(s: &Session<'_>) -> AmqpError {
     )
 }
 
+/// Whether a binding method adds or removes the binding.
+#[derive(Clone, Copy)]
+enum Binding {
+    Add,
+    Remove,
+}
+
+/// exchange.bind/unbind and queue.bind/unbind: write permission on the
+/// destination and read permission on the source exchange (as RabbitMQ
+/// checks them), then the model call.
+fn change_binding(
+    s: &mut Session<'_>,
+    op: Binding,
+    source: &str,
+    dest: Dest,
+    key: &str,
+    args: amq_protocol::types::FieldTable,
+) -> Result<(), AmqpError> {
+    let (kind, name) = match &dest {
+        Dest::Exchange(n) => ("exchange", n.as_str()),
+        Dest::Queue(n) => ("queue", n.as_str()),
+    };
+    s.check(Access::Write, kind, name)?;
+    s.check(Access::Read, "exchange", source)?;
+    let conn = s.conn_id;
+    s.core
+        .with_vhost(s.vhost, |vh, _| match op {
+            Binding::Add => vh.bind(source, dest, key, args, conn),
+            Binding::Remove => vh.unbind(source, dest, key, &args, conn),
+        })
+        .ok_or_else(|| vhost_gone(s))?
+}
+
 impl Channel {
     /// Handle a method on this (open) channel.
     ///
@@ -102,7 +135,6 @@ impl Channel {
         m: exchange::AMQPMethod,
     ) -> Result<(), AmqpError> {
         let id = self.id;
-        let conn = s.conn_id;
         match m {
             exchange::AMQPMethod::Declare(d) => {
                 let name = d.exchange.as_str();
@@ -154,20 +186,15 @@ impl Channel {
                 }
             }
             exchange::AMQPMethod::Bind(b) => {
-                s.check(Access::Write, "exchange", b.destination.as_str())?;
-                s.check(Access::Read, "exchange", b.source.as_str())?;
                 let dest = Dest::Exchange(b.destination.to_string());
-                s.core
-                    .with_vhost(s.vhost, |vh, _| {
-                        vh.bind(
-                            b.source.as_str(),
-                            dest,
-                            b.routing_key.as_str(),
-                            b.arguments,
-                            conn,
-                        )
-                    })
-                    .ok_or_else(|| vhost_gone(s))??;
+                change_binding(
+                    s,
+                    Binding::Add,
+                    b.source.as_str(),
+                    dest,
+                    b.routing_key.as_str(),
+                    b.arguments,
+                )?;
                 if !b.nowait {
                     s.out.method(
                         id,
@@ -176,20 +203,15 @@ impl Channel {
                 }
             }
             exchange::AMQPMethod::Unbind(b) => {
-                s.check(Access::Write, "exchange", b.destination.as_str())?;
-                s.check(Access::Read, "exchange", b.source.as_str())?;
                 let dest = Dest::Exchange(b.destination.to_string());
-                s.core
-                    .with_vhost(s.vhost, |vh, _| {
-                        vh.unbind(
-                            b.source.as_str(),
-                            dest,
-                            b.routing_key.as_str(),
-                            &b.arguments,
-                            conn,
-                        )
-                    })
-                    .ok_or_else(|| vhost_gone(s))??;
+                change_binding(
+                    s,
+                    Binding::Remove,
+                    b.source.as_str(),
+                    dest,
+                    b.routing_key.as_str(),
+                    b.arguments,
+                )?;
                 if !b.nowait {
                     s.out.method(
                         id,
@@ -273,20 +295,15 @@ impl Channel {
                 }
             }
             queue::AMQPMethod::Bind(b) => {
-                s.check(Access::Write, "queue", b.queue.as_str())?;
-                s.check(Access::Read, "exchange", b.exchange.as_str())?;
                 let dest = Dest::Queue(b.queue.to_string());
-                s.core
-                    .with_vhost(s.vhost, |vh, _| {
-                        vh.bind(
-                            b.exchange.as_str(),
-                            dest,
-                            b.routing_key.as_str(),
-                            b.arguments,
-                            conn,
-                        )
-                    })
-                    .ok_or_else(|| vhost_gone(s))??;
+                change_binding(
+                    s,
+                    Binding::Add,
+                    b.exchange.as_str(),
+                    dest,
+                    b.routing_key.as_str(),
+                    b.arguments,
+                )?;
                 if !b.nowait {
                     s.out.method(
                         id,
@@ -295,20 +312,15 @@ impl Channel {
                 }
             }
             queue::AMQPMethod::Unbind(b) => {
-                s.check(Access::Write, "queue", b.queue.as_str())?;
-                s.check(Access::Read, "exchange", b.exchange.as_str())?;
                 let dest = Dest::Queue(b.queue.to_string());
-                s.core
-                    .with_vhost(s.vhost, |vh, _| {
-                        vh.unbind(
-                            b.exchange.as_str(),
-                            dest,
-                            b.routing_key.as_str(),
-                            &b.arguments,
-                            conn,
-                        )
-                    })
-                    .ok_or_else(|| vhost_gone(s))??;
+                change_binding(
+                    s,
+                    Binding::Remove,
+                    b.exchange.as_str(),
+                    dest,
+                    b.routing_key.as_str(),
+                    b.arguments,
+                )?;
                 s.out.method(
                     id,
                     AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})),
