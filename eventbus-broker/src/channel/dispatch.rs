@@ -698,8 +698,10 @@ impl Channel {
                         }
                     }
                 }
-                s.out
-                    .method(id, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})));
+                // sent once the committed messages and acks are durable (the connection
+                // holds its input back until then)
+                s.deferred
+                    .push((id, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {}))));
             }
             tx::AMQPMethod::Rollback(_) => {
                 if self.tx.is_none() {

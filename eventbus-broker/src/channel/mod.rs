@@ -53,7 +53,8 @@ pub struct Session<'a> {
     pub kick: &'a mut HashSet<String>,
     /// Client wants `basic.cancel` when the server cancels a consumer.
     pub cancel_notify: bool,
-    /// Publisher confirms waiting for the store to sync (used when the store is durable).
+    /// Replies that wait for the message store to sync: publisher confirms (durable stores)
+    /// and `tx.commit-ok`.
     pub deferred: &'a mut Vec<(u16, amq_protocol::protocol::AMQPClass)>,
 }
 

@@ -4,12 +4,12 @@
 pub mod handshake;
 pub mod outbox;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use amq_protocol::protocol::{channel, connection, AMQPClass};
+use amq_protocol::protocol::{basic, channel, connection, AMQPClass};
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -27,6 +27,7 @@ use crate::model::{ConnHandle, Core, Notify};
 use crate::protocol::constants::{ReplyCode, FRAME_MIN_SIZE, PROTOCOL_HEADER};
 use crate::protocol::frame::{self, DecodeError, Frame};
 use crate::protocol::method::ids;
+use crate::storage::{StoreError, SyncFuture};
 
 /// Why the connection loop ended.
 #[derive(Debug)]
@@ -67,8 +68,40 @@ pub struct Connection {
     notify_rx: UnboundedReceiver<Notify>,
     last_recv: Instant,
     kick: HashSet<String>,
-    /// Confirms held back until the message store has synced (durable stores only).
+    /// Replies of the current input batch that must wait for the message store to sync:
+    /// publisher confirms and `tx.commit-ok` (durable stores only).
     deferred: Vec<(u16, AMQPClass)>,
+    /// Earlier batches' deferred replies, each behind its store sync, oldest first. The
+    /// connection keeps reading and delivering while they wait, so one fsync overlaps the
+    /// next batch's work instead of stalling the connection.
+    syncing: VecDeque<PendingSync>,
+    /// A `tx.commit-ok` was deferred: input processing stops until it is durable, so that no
+    /// later reply on its channel overtakes it.
+    barrier: bool,
+}
+
+/// Replies waiting for one store sync.
+struct PendingSync {
+    sync: SyncFuture,
+    replies: Vec<(u16, AMQPClass)>,
+}
+
+impl std::fmt::Debug for PendingSync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingSync")
+            .field("replies", &self.replies.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The oldest pending sync; never resolves while there is none.
+fn next_sync(
+    q: &mut VecDeque<PendingSync>,
+) -> impl std::future::Future<Output = Result<(), StoreError>> + '_ {
+    std::future::poll_fn(move |cx| match q.front_mut() {
+        Some(p) => p.sync.as_mut().poll(cx),
+        None => std::task::Poll::Pending,
+    })
 }
 
 impl Connection {
@@ -113,6 +146,8 @@ impl Connection {
             last_recv: Instant::now(),
             kick: HashSet::new(),
             deferred: Vec::new(),
+            syncing: VecDeque::new(),
+            barrier: false,
         };
         tracing::debug!(conn = id, %peer, "accepted connection");
         let exit = conn.run(shutdown).await;
@@ -226,24 +261,23 @@ impl Connection {
             }
             tokio::select! {
                             biased;
+                            // confirms whose messages are now durable, oldest batch first
+                            r = next_sync(&mut self.syncing) => {
+                                if let Err(e) = r {
+                                    tracing::error!(error = %e, "message store sync failed");
+                                    return Exit::Gone;
+                                }
+                                if let Some(p) = self.syncing.pop_front() {
+                                    self.emit_replies(p.replies);
+                                }
+                            }
                             r = self.reader.read_buf(&mut self.inbuf), if !self.blocked => {
                                 match r {
                                     Ok(0) | Err(_) => return Exit::Gone,
                                     Ok(_) => {
                                         self.last_recv = Instant::now();
-                                        match self.process_input() {
-                                            Ok(()) => {
-                                                if !self.deferred.is_empty() {
-                                                    // group commit: one sync covers every publish in this batch
-                                                    if let Err(e) = self.core.store.sync().await {
-                                                        tracing::error!(error = %e, "message store sync failed");
-                                                        return Exit::Gone;
-                                                    }
-                                                    for (ch, m) in std::mem::take(&mut self.deferred) {
-                                                        self.out.method(ch, m);
-                                                    }
-                                                }
-                                            }
+                                        match self.process_and_settle().await {
+                                            Ok(()) => {}
                                             Err(ConnErr::Gone) => return Exit::Gone,
             Err(ConnErr::CloseOk) => {
                                                 let _ = self.flush().await;
@@ -424,6 +458,10 @@ impl Connection {
                     if let Err(e) = self.handle_frame(f) {
                         break Err(e);
                     }
+                    if matches!(self.deferred.last(), Some((_, AMQPClass::Tx(_)))) {
+                        self.barrier = true;
+                        break Ok(());
+                    }
                 }
                 Err(e) => {
                     if self.step == ConnectionStep::Closing {
@@ -435,6 +473,77 @@ impl Connection {
         };
         self.run_kicks();
         res
+    }
+
+    /// Process the buffered input, then put the batch's deferred replies behind a store sync.
+    /// A deferred `tx.commit-ok` is a barrier: every pending sync is awaited and its replies
+    /// written before the rest of the input is processed.
+    async fn process_and_settle(&mut self) -> Result<(), ConnErr> {
+        loop {
+            self.process_input()?;
+            if !self.deferred.is_empty() {
+                let replies = std::mem::take(&mut self.deferred);
+                self.syncing.push_back(PendingSync {
+                    sync: self.core.store.sync(),
+                    replies,
+                });
+            }
+            if !std::mem::take(&mut self.barrier) {
+                return Ok(());
+            }
+            while let Some(p) = self.syncing.pop_front() {
+                if let Err(e) = p.sync.await {
+                    tracing::error!(error = %e, "message store sync failed");
+                    return Err(ConnErr::Gone);
+                }
+                self.emit_replies(p.replies);
+            }
+        }
+    }
+
+    /// Write replies that waited for a sync. Confirms of one channel come in tag order and
+    /// every lower tag is already settled, so a run of acks becomes one
+    /// `basic.ack multiple=true` (as RabbitMQ sends them). Replies for channels closed since
+    /// are dropped.
+    fn emit_replies(&mut self, replies: Vec<(u16, AMQPClass)>) {
+        let ack = |tag| {
+            AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+                delivery_tag: tag,
+                multiple: true,
+            }))
+        };
+        let mut run: Option<(u16, u64)> = None;
+        for (ch, m) in replies {
+            if !self
+                .channels
+                .get(&ch)
+                .is_some_and(|c| c.state != ChannelState::Closing)
+            {
+                continue;
+            }
+            if let AMQPClass::Basic(basic::AMQPMethod::Ack(a)) = &m {
+                if let Some((c, t)) = run.filter(|(c, _)| *c != ch) {
+                    self.out.method(c, ack(t));
+                }
+                run = Some((ch, a.delivery_tag));
+                continue;
+            }
+            if let Some((c, t)) = run.take() {
+                self.out.method(c, ack(t));
+            }
+            self.out.method(ch, m);
+        }
+        if let Some((c, t)) = run {
+            self.out.method(c, ack(t));
+        }
+    }
+
+    /// Drop the not yet written deferred replies of a channel that was closed.
+    fn forget_replies(&mut self, chan: u16) {
+        self.deferred.retain(|(c, _)| *c != chan);
+        for p in &mut self.syncing {
+            p.replies.retain(|(c, _)| *c != chan);
+        }
     }
 
     fn run_kicks(&mut self) {
@@ -689,7 +798,7 @@ impl Connection {
     }
 
     fn handle_running(&mut self, f: Frame) -> Result<(), ConnErr> {
-        let vhost = self.vhost.clone().unwrap_or_default();
+        let vhost = self.vhost.as_deref().unwrap_or_default();
         let chan = f.channel();
         if chan == 0 {
             return match f {
@@ -742,7 +851,7 @@ impl Connection {
         let mut s = Session {
             core: &self.core,
             conn_id: self.id,
-            vhost: &vhost,
+            vhost,
             user: &self.user,
             perm: self.perm.as_ref(),
             out: &mut self.out,
@@ -800,6 +909,7 @@ impl Connection {
                 match **m {
                     AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) => {
                         self.channels.remove(&chan);
+                        self.forget_replies(chan);
                     }
                     AMQPClass::Channel(channel::AMQPMethod::Close(_)) => {
                         s.out.method(
@@ -807,6 +917,7 @@ impl Connection {
                             AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
                         );
                         self.channels.remove(&chan);
+                        self.forget_replies(chan);
                     }
                     _ => {}
                 }
@@ -836,6 +947,7 @@ impl Connection {
                             AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
                         );
                         self.channels.remove(&chan);
+                        self.forget_replies(chan);
                         return Ok(());
                     }
                     AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) => return Ok(()),

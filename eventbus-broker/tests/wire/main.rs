@@ -11,6 +11,7 @@ use eventbus_broker::{Broker, Config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+mod confirms;
 mod fuzzish;
 
 #[derive(Debug)]
