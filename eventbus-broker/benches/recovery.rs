@@ -11,7 +11,9 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use eventbus_broker::storage::{FileStore, FileStoreConfig, MessageStore, QueueKey, StoredMessage};
+use eventbus_broker::storage::{
+    FileStore, FileStoreConfig, MessageStore, MsgMeta, QueueKey, StoredMessage,
+};
 use eventbus_broker::{Broker, Config};
 use lapin::options::*;
 use lapin::types::FieldTable;
@@ -107,6 +109,7 @@ fn main() {
                 // flags: delivery-mode present; delivery-mode = 2
                 raw_properties: Bytes::from_static(&[0x10, 0x00, 0x02]),
                 body: body(i, size),
+                meta: MsgMeta::default(),
             };
             store.append(&key, &m).unwrap();
             if i % 10_000 == 0 {

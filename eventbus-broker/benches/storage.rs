@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use eventbus_broker::storage::{FileStore, FileStoreConfig, MessageStore, QueueKey, StoredMessage};
+use eventbus_broker::storage::{
+    FileStore, FileStoreConfig, MessageStore, MsgMeta, QueueKey, StoredMessage,
+};
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -36,6 +38,7 @@ fn msg(id: u64, body: &Bytes) -> StoredMessage {
         routing_key: "bench".into(),
         raw_properties: Bytes::from_static(&[0x10, 0x00, 0x02]),
         body: body.clone(),
+        meta: MsgMeta::default(),
     }
 }
 

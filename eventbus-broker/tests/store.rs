@@ -1,6 +1,7 @@
 //! The segmented file store, tested directly through the `MessageStore` trait on a real
 //! filesystem (temp dirs): append/ack/sync/recover, torn and corrupt tails, segment deletion,
-//! compaction, crash simulation, group commit, and a bounded model-based proptest.
+//! compaction, crash simulation, group commit, shared records, message metadata (enqueue
+//! time, TTL), reading store format 1, and a bounded model-based proptest.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use eventbus_broker::storage::{
-    FileStore, FileStoreConfig, MessageStore, QueueKey, StoreError, StoredMessage,
+    FileStore, FileStoreConfig, MessageStore, MsgMeta, QueueKey, StoreError, StoredMessage,
 };
 use proptest::prelude::*;
 
@@ -27,6 +28,7 @@ fn msg(id: u64, body: &[u8]) -> StoredMessage {
         routing_key: "rk".into(),
         raw_properties: Bytes::from_static(&[0x10, 0x00, 0x02]),
         body: Bytes::copy_from_slice(body),
+        meta: MsgMeta::default(),
     }
 }
 
@@ -448,11 +450,29 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Metadata derived from `seed`, with and without a TTL.
+fn meta_for(seed: u64) -> MsgMeta {
+    MsgMeta {
+        enqueued_at_ms: 1_700_000_000_000 + seed,
+        ttl_ms: (seed % 3 != 0).then_some(seed * 7),
+    }
+}
+
+fn msg_with(id: u64, body: &[u8], meta: MsgMeta) -> StoredMessage {
+    StoredMessage {
+        meta,
+        ..msg(id, body)
+    }
+}
+
+/// What a recovered message must hold: its body and metadata.
+type Content = (Vec<u8>, MsgMeta);
+
 #[derive(Default)]
 struct Model {
     next: [u64; 3],
-    /// Live: (queue, id) -> (body, durable).
-    live: BTreeMap<(u8, u64), (Vec<u8>, bool)>,
+    /// Live: (queue, id) -> (content, durable).
+    live: BTreeMap<(u8, u64), (Content, bool)>,
     /// Acked, ack not yet synced: may come back after a crash.
     acked_unsynced: BTreeSet<(u8, u64)>,
 }
@@ -468,7 +488,7 @@ fn check_recovered(s: &FileStore, m: &mut Model, crashed: bool) {
         let ids: Vec<u64> = msgs.iter().map(|x| x.id).collect();
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "id order");
         for x in msgs {
-            got.insert((qi, x.id), x.body.to_vec());
+            got.insert((qi, x.id), (x.body.to_vec(), x.meta));
         }
     }
     for (key, (body, durable)) in &m.live {
@@ -478,7 +498,7 @@ fn check_recovered(s: &FileStore, m: &mut Model, crashed: bool) {
     }
     for (key, body) in &got {
         match m.live.get(key) {
-            Some((b, _)) => assert_eq!(b, body, "body of {key:?}"),
+            Some((b, _)) => assert_eq!(b, body, "body and metadata of {key:?}"),
             None => assert!(
                 crashed && m.acked_unsynced.contains(key),
                 "resurrected {key:?}"
@@ -507,18 +527,21 @@ fn run_ops(ops: Vec<Op>) {
                 let id = m.next[qi as usize];
                 m.next[qi as usize] += 1;
                 let body = body_for(&format!("q{qi}"), id, n as usize);
-                st.append(&qname(qi), &msg(id, &body)).unwrap();
-                m.live.insert((qi, id), (body, false));
+                let meta = meta_for(id * 3 + qi as u64);
+                st.append(&qname(qi), &msg_with(id, &body, meta)).unwrap();
+                m.live.insert((qi, id), ((body, meta), false));
             }
             Op::Shared(n) => {
                 let targets: Vec<(QueueKey, u64)> =
                     (0..3).map(|qi| (qname(qi), m.next[qi as usize])).collect();
                 let body = body_for("shared", m.next[0], n as usize);
-                st.append_shared(&targets, &msg(0, &body)).unwrap();
+                let meta = meta_for(m.next[0] + 1000);
+                st.append_shared(&targets, &msg_with(0, &body, meta))
+                    .unwrap();
                 for qi in 0..3u8 {
                     let id = m.next[qi as usize];
                     m.next[qi as usize] += 1;
-                    m.live.insert((qi, id), (body.clone(), false));
+                    m.live.insert((qi, id), ((body.clone(), meta), false));
                 }
             }
             Op::Ack(qi, i) => {
@@ -593,4 +616,152 @@ fn shared_message_with_distinct_ids() {
     assert_eq!(got["a"], (1..20).step_by(2).collect::<Vec<_>>());
     assert_eq!(got["c"], (100..120).collect::<Vec<_>>());
     assert_eq!(&s.read(&q("c"), 105).unwrap().unwrap().body[..], b"shared5");
+}
+
+/// Enqueue time and TTL survive a restart with indexes (clean close), a rescan (no index) and
+/// compaction, for plain and shared records; `recover_index` returns them without bodies.
+#[test]
+fn metadata_survives_index_rescan_and_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let cfg = FileStoreConfig {
+        segment_size: 16 * 1024,
+        compact_below: 0.5,
+        ..small()
+    };
+    let expect = |s: &FileStore| {
+        let idx = s.recover_index().unwrap();
+        let by_q: BTreeMap<_, _> = idx.into_iter().map(|(k, v)| (k.queue, v)).collect();
+        for e in &by_q["a"] {
+            assert_eq!(e.meta, meta_for(e.id), "a/{}", e.id);
+        }
+        for e in &by_q["b"] {
+            assert_eq!(e.meta, meta_for(e.id - 500 + 1000), "b/{}", e.id);
+        }
+        for (k, msgs) in s.recover().unwrap() {
+            for m in msgs {
+                let seed = if k.queue == "a" {
+                    m.id
+                } else {
+                    m.id - 500 + 1000
+                };
+                assert_eq!(m.meta, meta_for(seed));
+                assert_eq!(&m.body[..], &body_for(&k.queue, m.id, 700)[..]);
+            }
+        }
+        by_q.values().map(Vec::len).sum::<usize>()
+    };
+    {
+        let s = FileStore::open(dir.path(), cfg.clone()).unwrap();
+        for id in 0..100u64 {
+            s.append(
+                &q("a"),
+                &msg_with(id, &body_for("a", id, 700), meta_for(id)),
+            )
+            .unwrap();
+            // shared by "b" (id + 500) and "c" (id): the body is b's
+            let targets = vec![(q("b"), id + 500), (q("c"), id)];
+            let body = body_for("b", id + 500, 700);
+            s.append_shared(&targets, &msg_with(0, &body, meta_for(id + 1000)))
+                .unwrap();
+        }
+        // "c" acks all its references and "a" most: sparse segments
+        for id in 0..100u64 {
+            s.ack(&q("c"), id).unwrap();
+            if id % 8 != 0 {
+                s.ack(&q("a"), id).unwrap();
+            }
+        }
+        rt.block_on(s.sync()).unwrap();
+        assert_eq!(expect(&s), 13 + 100);
+        // (the syncer may compact some on its own meanwhile)
+        s.compact_now().unwrap();
+        assert!(s.stats().segments_compacted > 0);
+        assert_eq!(expect(&s), 13 + 100);
+    }
+    let s = FileStore::open(dir.path(), cfg.clone()).unwrap();
+    assert_eq!(expect(&s), 13 + 100);
+    drop(s);
+    // without indexes recovery rescans the segments and reads the metadata from the records
+    for idx in files(dir.path(), "idx") {
+        fs::remove_file(idx).unwrap();
+    }
+    let s = FileStore::open(dir.path(), cfg).unwrap();
+    assert_eq!(expect(&s), 13 + 100);
+    assert!(!ids(&s).contains_key("c"));
+}
+
+/// A segment written by store format 1 (version 1 header, `MSG` records without metadata, a
+/// version 1 index) is still read: its index is ignored and the segment rescanned, its
+/// messages come back with unknown metadata, can be read and acked, and new messages are
+/// written next to it in the current format.
+#[test]
+fn format_1_segment_is_still_readable() {
+    fn record(ty: u8, payload: &[u8]) -> Vec<u8> {
+        let mut body = vec![ty];
+        body.extend_from_slice(payload);
+        let mut r = (body.len() as u32).to_le_bytes().to_vec();
+        r.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        r.extend_from_slice(&body);
+        r
+    }
+    fn str16(out: &mut Vec<u8>, s: &str) {
+        out.extend_from_slice(&(s.len() as u16).to_le_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut seg = b"EBMS".to_vec();
+    seg.extend_from_slice(&[1, 0, 0, 0]); // version 1
+    seg.extend_from_slice(&7u64.to_le_bytes());
+    seg.extend_from_slice(&[0u8; 8]); // generation 0, reserved
+    let mut qdef = 0u32.to_le_bytes().to_vec();
+    str16(&mut qdef, "/");
+    str16(&mut qdef, "old");
+    seg.extend_from_slice(&record(1, &qdef));
+    for id in 1..=3u64 {
+        let mut p = 1u16.to_le_bytes().to_vec();
+        p.extend_from_slice(&0u32.to_le_bytes());
+        p.extend_from_slice(&id.to_le_bytes());
+        str16(&mut p, "ex");
+        str16(&mut p, "rk");
+        p.extend_from_slice(&3u32.to_le_bytes());
+        p.extend_from_slice(&[0x10, 0x00, 0x02]);
+        p.extend_from_slice(format!("old body {id}").as_bytes());
+        seg.extend_from_slice(&record(2, &p));
+    }
+    fs::write(dir.path().join("00000000000000000007.seg"), &seg).unwrap();
+    // a format 1 index (checksummed, right length) must not be trusted
+    let mut idx = b"EBIX".to_vec();
+    idx.extend_from_slice(&[1, 0, 0, 0]);
+    idx.extend_from_slice(&7u64.to_le_bytes());
+    idx.extend_from_slice(&[0u8; 8]);
+    idx.extend_from_slice(&(seg.len() as u64).to_le_bytes());
+    idx.extend_from_slice(&[0u8; 8]); // no refs, no entries
+    let crc = crc32fast::hash(&idx);
+    idx.extend_from_slice(&crc.to_le_bytes());
+    fs::write(dir.path().join("00000000000000000007.idx"), &idx).unwrap();
+
+    let rt = rt();
+    {
+        let s = FileStore::open(dir.path(), small()).unwrap();
+        let idx = s.recover_index().unwrap();
+        assert_eq!(idx.len(), 1);
+        let entries = &idx[0].1;
+        assert_eq!(entries.iter().map(|e| e.id).collect::<Vec<_>>(), [1, 2, 3]);
+        assert!(entries.iter().all(|e| e.meta == MsgMeta::default()));
+        let m = s.read(&q("old"), 2).unwrap().unwrap();
+        assert_eq!(&m.body[..], b"old body 2");
+        assert_eq!((m.exchange.as_str(), m.routing_key.as_str()), ("ex", "rk"));
+        assert_eq!(&m.raw_properties[..], &[0x10, 0x00, 0x02]);
+        s.ack(&q("old"), 1).unwrap();
+        s.append(&q("old"), &msg_with(4, b"new", meta_for(4)))
+            .unwrap();
+        rt.block_on(s.sync()).unwrap();
+    }
+    let s = FileStore::open(dir.path(), small()).unwrap();
+    let msgs = s.recover().unwrap().remove(0).1;
+    let got: Vec<_> = msgs.iter().map(|m| (m.id, m.meta)).collect();
+    let old = MsgMeta::default();
+    assert_eq!(got, [(2, old), (3, old), (4, meta_for(4))]);
+    assert_eq!(&msgs[2].body[..], b"new");
 }

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use amq_protocol::protocol::basic::AMQPProperties;
 use bytes::Bytes;
@@ -67,6 +67,15 @@ impl Message {
                 .map_err(|_| s.as_str().to_owned()),
         }
     }
+}
+
+/// Wall-clock time in milliseconds since the Unix epoch (what the store records as a message's
+/// enqueue time, so TTLs survive restarts).
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// The shared placeholder a [`QueuedMessage`] points to while its body is paged out to the

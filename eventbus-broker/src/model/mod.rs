@@ -118,13 +118,17 @@ impl Core {
     /// Re-queues the persistent messages the store kept for durable queues;
     /// drops what the store holds for queues that no longer exist.
     ///
-    /// Lazy: only the store's index is loaded (ids and sizes); bodies stay on disk and are
-    /// paged in on delivery. Queues that need message properties while queued (priority
-    /// queues, queues with a dead-letter exchange) read their messages eagerly.
+    /// Lazy: only the store's index is loaded (ids, sizes, enqueue times and TTLs); bodies
+    /// stay on disk and are paged in on delivery (or when dead-lettered). Priority queues,
+    /// which need each message's priority to order it, read their messages eagerly.
+    ///
+    /// Message TTLs are re-applied from the original enqueue time: a message whose TTL ran
+    /// out while the broker was down expires (and is dead-lettered) at the first sweep.
     fn recover_messages(&self) -> Result<()> {
         let io = |e| Error::Io(std::io::Error::other(e));
         let recovered = self.store.recover_index().map_err(io)?;
         let lazy = self.store.kind() == crate::storage::StorageType::File;
+        let (now, now_ms) = (Instant::now(), message::unix_ms());
         let mut st = self.lock();
         let mut total = 0usize;
         for (key, entries) in recovered {
@@ -137,10 +141,11 @@ impl Core {
                 let _ = self.store.drop_queue(&key);
                 continue;
             };
-            let eager = !lazy || queue.args.max_priority.is_some() || queue.args.dlx.is_some();
+            let eager = !lazy || queue.args.max_priority.is_some();
             for e in entries {
+                let expires_at = queue.recovered_expiry(e.meta, now, now_ms);
                 if !eager {
-                    queue.restore_paged(e.id, e.size);
+                    queue.restore_paged(e.id, e.size, expires_at);
                     total += 1;
                     continue;
                 }
@@ -150,7 +155,7 @@ impl Core {
                 let Some(msg) = self.stored_to_message(&key, m, true) else {
                     continue;
                 };
-                queue.restore(e.id, msg);
+                queue.restore(e.id, msg, expires_at);
                 total += 1;
             }
         }
@@ -407,6 +412,7 @@ impl Core {
             store: &*self.store,
             now: Instant::now(),
             page_out: self.should_page_out(),
+            memory: &self.memory,
         };
         let vh = st.vhosts.get_mut(vhost)?;
         let r = f(vh, ctx);
@@ -624,6 +630,7 @@ impl Core {
                 store: &*self.store,
                 now: Instant::now(),
                 page_out: false,
+                memory: &self.memory,
             };
             let qs: Vec<String> = vh.queues.keys().cloned().collect();
             for q in qs {

@@ -18,6 +18,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::message::{paged_stub, Message, QueuedMessage};
 use crate::error::AmqpError;
 use crate::protocol::method::{value_as_i64, value_as_str};
+use crate::storage::MsgMeta;
 
 /// Notifications from the model to a connection task.
 #[derive(Debug)]
@@ -338,10 +339,38 @@ impl Queue {
                 .is_some_and(|m| (self.ready_bytes + extra_bytes) as u64 > m)
     }
 
+    /// When a message recovered from the store expires in this queue: its TTL (the smaller of
+    /// the queue's `x-message-ttl` and the message's own, as at publish) counted from when it
+    /// was enqueued, not from the restart. `now` and `now_ms` are the same moment, as an
+    /// [`Instant`] and in ms since the Unix epoch. A message stored without an enqueue time
+    /// (written by store format version 1) counts as enqueued at `now_ms`. A deadline already
+    /// past yields an instant before `now`: the message expires at the next dispatch or sweep.
+    pub fn recovered_expiry(&self, meta: MsgMeta, now: Instant, now_ms: u64) -> Option<Instant> {
+        let ttl = match (self.args.message_ttl, meta.ttl_ms) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        let start = if meta.enqueued_at_ms == 0 {
+            now_ms
+        } else {
+            meta.enqueued_at_ms
+        };
+        let at = start.saturating_add(ttl);
+        Some(if at >= now_ms {
+            now + Duration::from_millis(at - now_ms)
+        } else {
+            let late = Duration::from_millis(now_ms - at);
+            now.checked_sub(late)
+                .or_else(|| now.checked_sub(Duration::from_millis(1)))
+                .unwrap_or(now)
+        })
+    }
+
     /// Put back a message recovered from the store at start-up, under its
     /// stored id (flagged redelivered: it may have been delivered before the
-    /// restart). Later ids continue after it.
-    pub fn restore(&mut self, id: u64, msg: Arc<Message>) {
+    /// restart), expiring at `expires_at` (see [`recovered_expiry`](Self::recovered_expiry)).
+    /// Later ids continue after it.
+    pub fn restore(&mut self, id: u64, msg: Arc<Message>, expires_at: Option<Instant>) {
         let priority = match self.args.max_priority {
             Some(max) => msg.properties.priority().unwrap_or(0).min(max),
             None => 0,
@@ -351,21 +380,21 @@ impl Queue {
             id,
             msg,
             redelivered: true,
-            expires_at: None,
+            expires_at,
             priority,
             paged: None,
         });
     }
 
     /// Like [`restore`](Self::restore) for a message whose body stays in the store (lazy
-    /// recovery): only its id and size are kept; priority 0.
-    pub fn restore_paged(&mut self, id: u64, size: u32) {
+    /// recovery): only its id, size and expiry are kept; priority 0.
+    pub fn restore_paged(&mut self, id: u64, size: u32, expires_at: Option<Instant>) {
         self.next_id = self.next_id.max(id + 1);
         self.insert(QueuedMessage {
             id,
             msg: paged_stub(),
             redelivered: true,
-            expires_at: None,
+            expires_at,
             priority: 0,
             paged: Some(size),
         });

@@ -9,13 +9,13 @@ use amq_protocol::protocol::basic::AMQPProperties;
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable};
 
 use super::exchange::{Binding, Dest, Exchange, ExchangeKind};
-use super::message::{Message, QueuedMessage};
+use super::message::{unix_ms, MemTicket, MemoryGauge, Message, QueuedMessage};
 use super::queue::{Consumer, Enqueued, Notify, Overflow, Queue, QueueArgs};
 use crate::error::AmqpError;
 use crate::protocol::constants::ReplyCode;
 use crate::protocol::frame::encode_properties;
 use crate::protocol::method::{long_str, value_as_i64, value_as_str, value_display, value_eq};
-use crate::storage::{MessageStore, QueueKey, StoredMessage};
+use crate::storage::{MessageStore, MsgMeta, QueueKey, StoredMessage};
 
 /// Context for operations that touch messages.
 #[derive(Debug, Clone, Copy)]
@@ -27,6 +27,19 @@ pub struct Ctx<'a> {
     /// Page bodies of persistent messages in durable queues out to the store once appended
     /// (memory is above the paging threshold).
     pub page_out: bool,
+    /// The broker's memory gauge (bodies read back from the store for dead-lettering are
+    /// accounted on it).
+    pub memory: &'a Arc<MemoryGauge>,
+}
+
+/// Where [`VHost::enqueue`] put a message.
+enum Placed {
+    /// Refused (`reject-publish` overflow, or no such queue).
+    Refused,
+    /// Queued in memory only (transient message or queue, or dropped at once by overflow).
+    Memory,
+    /// Queued under this id and priority; the message must be appended to the store.
+    Persist(u64, u8),
 }
 
 /// Outcome of a publish.
@@ -713,66 +726,106 @@ impl VHost {
             rejected: false,
         };
         let mut work = VecDeque::new();
-        for q in &targets {
-            if !self.enqueue(q, msg.clone(), ctx, &mut work) {
-                out.rejected = true;
-            }
+        if !self.enqueue_all(&targets, &msg, ctx, &mut work) {
+            out.rejected = true;
         }
-        self.process_dead_letters(work, ctx);
-        for q in &targets {
+        let touched = self.process_dead_letters(work, ctx);
+        for q in targets.iter().chain(&touched) {
             self.dispatch(q, ctx);
         }
         out
     }
 
-    /// Enqueue into one queue; false if refused. Overflowed heads are queued in `work` for
-    /// dead-lettering.
+    /// Enqueue `msg` into every queue of `targets`, then append it to the store once for all
+    /// the durable ones (one record shared by every queue, each acking its own membership).
+    /// False if some queue refused it or the store failed. Overflowed heads are queued in
+    /// `work` for dead-lettering.
+    fn enqueue_all(
+        &mut self,
+        targets: &[String],
+        msg: &Arc<Message>,
+        ctx: Ctx<'_>,
+        work: &mut VecDeque<(String, Vec<QueuedMessage>, &'static str)>,
+    ) -> bool {
+        let mut ok = true;
+        let mut persist: Vec<(&str, u64, u8)> = Vec::new();
+        for q in targets {
+            match self.enqueue(q, msg.clone(), ctx, work) {
+                Placed::Refused => ok = false,
+                Placed::Memory => {}
+                Placed::Persist(id, priority) => persist.push((q, id, priority)),
+            }
+        }
+        if persist.is_empty() {
+            return ok;
+        }
+        let mut stored = StoredMessage {
+            id: persist[0].1,
+            exchange: msg.exchange.clone(),
+            routing_key: msg.routing_key.clone(),
+            raw_properties: msg.raw_properties.clone(),
+            body: msg.body.clone(),
+            meta: MsgMeta {
+                enqueued_at_ms: unix_ms(),
+                ttl_ms: msg.expiration_ms().ok().flatten(),
+            },
+        };
+        let appended = if let [(q, _, _)] = persist[..] {
+            ctx.store.append(&self.queue_key(q), &stored)
+        } else {
+            let keys: Vec<(QueueKey, u64)> = persist
+                .iter()
+                .map(|&(q, id, _)| (self.queue_key(q), id))
+                .collect();
+            stored.id = 0;
+            ctx.store.append_shared(&keys, &stored)
+        };
+        if appended.is_err() {
+            return false;
+        }
+        if ctx.page_out {
+            for (q, id, priority) in persist {
+                if let Some(q) = self.queues.get_mut(q) {
+                    q.page_out(id, priority);
+                }
+            }
+        }
+        ok
+    }
+
+    /// Enqueue into one queue (the store is the caller's business: see
+    /// [`Placed::Persist`]). Overflowed heads are settled in the store and queued in `work`
+    /// for dead-lettering.
     fn enqueue(
         &mut self,
         qname: &str,
         msg: Arc<Message>,
         ctx: Ctx<'_>,
         work: &mut VecDeque<(String, Vec<QueuedMessage>, &'static str)>,
-    ) -> bool {
+    ) -> Placed {
         let key = self.queue_key(qname);
         let Some(q) = self.queues.get_mut(qname) else {
-            return false;
+            return Placed::Refused;
         };
         let persist = q.durable && msg.persistent();
         match q.enqueue(msg.clone(), ctx.now) {
             Enqueued::Accepted {
                 id,
                 priority,
-                dropped,
+                mut dropped,
             } => {
-                if persist {
-                    let stored = StoredMessage {
-                        id,
-                        exchange: msg.exchange.clone(),
-                        routing_key: msg.routing_key.clone(),
-                        raw_properties: msg.raw_properties.clone(),
-                        body: msg.body.clone(),
-                    };
-                    if ctx.store.append(&key, &stored).is_err() {
-                        return false;
-                    }
-                    // queues with a DLX keep bodies: dead-lettering needs them after the
-                    // store has been told the message is gone
-                    if ctx.page_out && q.args.dlx.is_none() {
-                        q.page_out(id, priority);
-                    }
-                }
+                // overflow may drop the new message itself: it is then never stored
+                let kept = !dropped.iter().any(|d| d.id == id);
                 if !dropped.is_empty() {
-                    if q.durable {
-                        for d in &dropped {
-                            if d.msg.persistent() {
-                                let _ = ctx.store.ack(&key, d.id);
-                            }
-                        }
-                    }
+                    let dead_letter = q.args.dlx.is_some();
+                    forget(q.durable, &key, &mut dropped, Some(id), dead_letter, ctx);
                     work.push_back((qname.to_owned(), dropped, "maxlen"));
                 }
-                true
+                if persist && kept {
+                    Placed::Persist(id, priority)
+                } else {
+                    Placed::Memory
+                }
             }
             Enqueued::Rejected => {
                 if q.args.overflow == Overflow::RejectPublishDlx {
@@ -786,7 +839,7 @@ impl VHost {
                     };
                     work.push_back((qname.to_owned(), vec![qm], "maxlen"));
                 }
-                false
+                Placed::Refused
             }
         }
     }
@@ -809,13 +862,8 @@ impl VHost {
             if expired.is_empty() {
                 continue;
             }
-            if q.durable {
-                for m in &expired {
-                    if m.msg.persistent() {
-                        let _ = ctx.store.ack(&key, m.id);
-                    }
-                }
-            }
+            let dead_letter = q.args.dlx.is_some();
+            forget(q.durable, &key, &mut expired, None, dead_letter, ctx);
             let touched = self
                 .process_dead_letters(VecDeque::from([(name.clone(), expired, "expired")]), ctx);
             pending.extend(touched);
@@ -873,27 +921,17 @@ impl VHost {
                 budget -= 1;
                 let dl = dead_lettered(&qm.msg, &source, reason, &dlx, dlrk.as_deref());
                 let dl = Arc::new(dl);
-                let targets = self.route(&dlx, &dl.routing_key, dl.properties.headers().as_ref());
-                for t in targets {
-                    // cycle protection: never dead-letter an expired/maxlen message into its own queue
-                    if t == source && reason != "rejected" {
-                        continue;
-                    }
-                    if self.enqueue(&t, dl.clone(), ctx, &mut work) {
-                        touched.push(t);
-                    }
-                }
+                let mut targets =
+                    self.route(&dlx, &dl.routing_key, dl.properties.headers().as_ref());
+                // cycle protection: never dead-letter an expired/maxlen message into its own queue
+                targets.retain(|t| *t != source || reason == "rejected");
+                // stored once for all its durable targets, like a published message
+                self.enqueue_all(&targets, &dl, ctx, &mut work);
+                touched.extend(targets);
             }
         }
         touched.sort();
         touched.dedup();
-        for t in &touched {
-            if let Some(q) = self.queues.get_mut(t) {
-                let mut expired = Vec::new();
-                q.dispatch(ctx.now, &mut expired);
-                // expired messages here are dropped; the next sweep dead-letters later ones
-            }
-        }
         touched
     }
 
@@ -964,7 +1002,11 @@ impl VHost {
         let key = self.queue_key(qname);
         let q = self.queue_mut(qname, conn_id)?;
         q.last_used = ctx.now;
-        let expired = q.take_expired(ctx.now);
+        let mut expired = q.take_expired(ctx.now);
+        if !expired.is_empty() {
+            let dead_letter = q.args.dlx.is_some();
+            forget(q.durable, &key, &mut expired, None, dead_letter, ctx);
+        }
         let mut msg = q.pop();
         if let Some(m) = &mut msg {
             if no_ack && m.paged.is_some() {
@@ -990,10 +1032,13 @@ impl VHost {
         }
         let remaining = q.len() as u32;
         if !expired.is_empty() {
-            self.process_dead_letters(
+            let touched = self.process_dead_letters(
                 VecDeque::from([(qname.to_owned(), expired, "expired")]),
                 ctx,
             );
+            for t in touched {
+                self.dispatch(&t, ctx);
+            }
         }
         Ok(msg.map(|m| (m, remaining)))
     }
@@ -1020,14 +1065,10 @@ impl VHost {
             self.dispatch(qname, ctx);
             return;
         }
-        if q.durable {
-            for m in &msgs {
-                if m.msg.persistent() {
-                    let _ = ctx.store.ack(&key, m.id);
-                }
-            }
-        }
-        if dead_letter && q.args.dlx.is_some() {
+        let dead_letter = dead_letter && q.args.dlx.is_some();
+        let mut msgs = msgs;
+        forget(q.durable, &key, &mut msgs, None, dead_letter, ctx);
+        if dead_letter {
             self.reject_to_dlx(qname, msgs, ctx);
         }
     }
@@ -1044,6 +1085,58 @@ impl VHost {
             self.remove_queue(&n, ctx);
         }
     }
+}
+
+/// `msgs` leave a queue for good (acked, expired, dropped by overflow, rejected): settle
+/// them in the store (persistent messages of a durable queue, except `unstored`, the id of a
+/// message that was never appended). When they are to be dead-lettered (`dead_letter`),
+/// bodies paged out to the store are read back first, since the store forgets them once
+/// settled; a message whose body cannot be read is dropped (logged) rather than
+/// dead-lettered empty.
+fn forget(
+    durable: bool,
+    key: &QueueKey,
+    msgs: &mut Vec<QueuedMessage>,
+    unstored: Option<u64>,
+    dead_letter: bool,
+    ctx: Ctx<'_>,
+) {
+    if dead_letter && msgs.iter().any(|m| m.paged.is_some()) {
+        msgs.retain_mut(|m| m.paged.is_none() || page_in(key, m, ctx));
+    }
+    if durable {
+        for m in msgs.iter() {
+            if m.msg.persistent() && Some(m.id) != unstored {
+                let _ = ctx.store.ack(key, m.id);
+            }
+        }
+    }
+}
+
+/// Read the body of paged-out `qm` back from the store (accounted on the memory gauge);
+/// false if it cannot be read (logged; the store entry is then settled).
+fn page_in(key: &QueueKey, qm: &mut QueuedMessage, ctx: Ctx<'_>) -> bool {
+    let why = match ctx.store.read(key, qm.id) {
+        Ok(Some(m)) => match Message::from_stored(m) {
+            Some(mut msg) => {
+                msg.mem = Some(MemTicket::new(ctx.memory, msg.body.len() as u64));
+                qm.msg = Arc::new(msg);
+                qm.paged = None;
+                return true;
+            }
+            None => "unreadable stored properties".to_owned(),
+        },
+        Ok(None) => "missing from the store".to_owned(),
+        Err(e) => e.to_string(),
+    };
+    tracing::error!(
+        queue = %key.queue,
+        id = qm.id,
+        error = %why,
+        "paged-out message cannot be read back; dropped instead of dead-lettered"
+    );
+    let _ = ctx.store.ack(key, qm.id);
+    false
 }
 
 /// Build the dead-lettered copy of a message with RabbitMQ's `x-death` header.

@@ -11,6 +11,12 @@
 //! - `ack(q, id)` is only called for an id previously appended to `q`.
 //! - After `sync()` resolves, every append/ack issued before the call survives a crash.
 //! - `recover()` returns, per queue, the appended-but-not-acked messages in id order.
+//! - A message routed to several durable queues is appended once with
+//!   [`append_shared`](MessageStore::append_shared); each queue acks its own (queue, id)
+//!   membership, and the record goes away only when every membership is settled.
+//! - Every message carries [`MsgMeta`] (enqueue time, per-message TTL), returned by `read`,
+//!   `recover` and `recover_index`, so TTLs are re-applied after a restart from the original
+//!   enqueue time.
 
 pub mod definitions;
 pub mod file;
@@ -46,6 +52,18 @@ pub struct QueueKey {
     pub queue: String,
 }
 
+/// What the store keeps about a message besides its content, so the broker can re-apply
+/// message TTLs after a restart without reading bodies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct MsgMeta {
+    /// When the message was enqueued (published, or dead-lettered into the queue), in
+    /// milliseconds since the Unix epoch; 0 = unknown (records of store format 1).
+    pub enqueued_at_ms: u64,
+    /// The message's own TTL in milliseconds (its `expiration` property), if any. A queue's
+    /// `x-message-ttl` is not stored: it is a property of the queue, applied on recovery.
+    pub ttl_ms: Option<u64>,
+}
+
 /// A message as the store sees it: opaque encoded properties plus body.
 #[derive(Debug, Clone)]
 pub struct StoredMessage {
@@ -59,6 +77,8 @@ pub struct StoredMessage {
     pub raw_properties: Bytes,
     /// Body.
     pub body: Bytes,
+    /// Enqueue time and per-message TTL.
+    pub meta: MsgMeta,
 }
 
 /// Store errors.
@@ -83,6 +103,8 @@ pub struct IndexEntry {
     pub id: u64,
     /// Size of the stored record (properties + body + routing info) in bytes.
     pub size: u32,
+    /// Enqueue time and per-message TTL.
+    pub meta: MsgMeta,
 }
 
 /// Counters describing a store (all zero for stores that keep nothing).
@@ -179,6 +201,7 @@ pub trait MessageStore: Send + Sync + fmt::Debug + 'static {
                         id: m.id,
                         size: u32::try_from(m.body.len() + m.raw_properties.len())
                             .unwrap_or(u32::MAX),
+                        meta: m.meta,
                     })
                     .collect();
                 (q, entries)

@@ -3,15 +3,16 @@
 //! Layout after the common 24-byte header (magic `EBIX`, segment number, generation): the
 //! segment file length it describes (u64), the queue references (`count: u32`, then `ref: u32 |
 //! vhost: u16-len | queue: u16-len` each), the message entries (`count: u32`, then `offset: u64
-//! | len: u32 | n: u16 | n × (ref: u32, id: u64)` each) and a trailing CRC32 of everything
-//! before it. Recovery trusts an index only if its checksum, generation and segment length all
+//! | len: u32 | enqueued_at: u64 | ttl: u64 | n: u16 | n × (ref: u32, id: u64)` each; `ttl`
+//! `u64::MAX` = none) and a trailing CRC32 of everything before it. This is index format 2;
+//! an index of format 1 (no `enqueued_at`/`ttl`) is ignored, and its segment rescanned. Recovery trusts an index only if its checksum, generation and segment length all
 //! match; otherwise it rescans the segment. Bodies are never read to load an index.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::Path;
 
-use super::records::{self, le_u16, le_u32, le_u64, FILE_HEADER_LEN, IDX_MAGIC};
+use super::records::{self, le_u16, le_u32, le_u64, MsgMeta, FILE_HEADER_LEN, IDX_MAGIC};
 use super::segment::{idx_path, SegIndex};
 use crate::storage::QueueKey;
 
@@ -45,7 +46,7 @@ pub(crate) fn write_index(
     refs: &[QueueKey],
     index: &SegIndex,
 ) -> io::Result<()> {
-    let mut buf = Vec::with_capacity(64 + index.entries.len() * 26 + index.pairs.len() * 12);
+    let mut buf = Vec::with_capacity(64 + index.entries.len() * 30 + index.pairs.len() * 12);
     buf.extend_from_slice(&records::file_header(IDX_MAGIC, no, generation));
     buf.extend_from_slice(&seg_len.to_le_bytes());
     buf.extend_from_slice(&u32::try_from(refs.len()).unwrap_or(0).to_le_bytes());
@@ -59,9 +60,11 @@ pub(crate) fn write_index(
             .unwrap_or(0)
             .to_le_bytes(),
     );
-    for (off, len, pairs) in index.iter() {
-        buf.extend_from_slice(&off.to_le_bytes());
-        buf.extend_from_slice(&len.to_le_bytes());
+    for (e, pairs) in index.iter() {
+        buf.extend_from_slice(&e.offset.to_le_bytes());
+        buf.extend_from_slice(&e.len.to_le_bytes());
+        buf.extend_from_slice(&e.meta.enqueued_at_ms.to_le_bytes());
+        buf.extend_from_slice(&e.meta.ttl_ms.unwrap_or(u64::MAX).to_le_bytes());
         buf.extend_from_slice(&u16::try_from(pairs.len()).unwrap_or(0).to_le_bytes());
         for (r, id) in pairs {
             buf.extend_from_slice(&r.to_le_bytes());
@@ -121,12 +124,18 @@ fn parse_index(buf: &[u8], no: u64) -> Option<LoadedIndex> {
     for _ in 0..n {
         let off = le_u64(take(&mut p, 8)?);
         let len = le_u32(take(&mut p, 4)?);
+        let enqueued_at_ms = le_u64(take(&mut p, 8)?);
+        let ttl = le_u64(take(&mut p, 8)?);
+        let meta = MsgMeta {
+            enqueued_at_ms,
+            ttl_ms: (ttl != u64::MAX).then_some(ttl),
+        };
         let k = le_u16(take(&mut p, 2)?) as usize;
         pairs.clear();
         for c in take(&mut p, k * 12)?.chunks_exact(12) {
             pairs.push((le_u32(&c[..4]), le_u64(&c[4..])));
         }
-        index.push(off, len, &pairs);
+        index.push(off, len, &pairs, meta);
     }
     Some(LoadedIndex {
         generation,
@@ -162,15 +171,30 @@ mod tests {
             queue: "q".into(),
         }];
         let mut idx = SegIndex::default();
-        idx.push(24, 100, &[(0, 1)]);
-        idx.push(124, 50, &[(0, 2), (0, 3)]);
+        let m1 = MsgMeta {
+            enqueued_at_ms: 77,
+            ttl_ms: Some(1000),
+        };
+        let m2 = MsgMeta {
+            enqueued_at_ms: 78,
+            ttl_ms: None,
+        };
+        idx.push(24, 100, &[(0, 1)], m1);
+        idx.push(124, 50, &[(0, 2), (0, 3)], m2);
         write_index(dir.path(), 3, 1, 174, &refs, &idx).unwrap();
         let l = read_index(dir.path(), 3).unwrap();
         assert_eq!((l.generation, l.seg_len, l.refs.len()), (1, 174, 1));
-        let got: Vec<_> = l.index.iter().map(|(o, n, p)| (o, n, p.to_vec())).collect();
+        let got: Vec<_> = l
+            .index
+            .iter()
+            .map(|(e, p)| (e.offset, e.len, e.meta, p.to_vec()))
+            .collect();
         assert_eq!(
             got,
-            vec![(24, 100, vec![(0, 1)]), (124, 50, vec![(0, 2), (0, 3)])]
+            vec![
+                (24, 100, m1, vec![(0, 1)]),
+                (124, 50, m2, vec![(0, 2), (0, 3)])
+            ]
         );
         // Corrupt one byte: the index is rejected.
         let path = idx_path(dir.path(), 3);

@@ -2,8 +2,10 @@
 //!
 //! Messages are appended to numbered segment files (`00000000000000000001.seg`, …) in one
 //! directory; a message routed to several queues is one record listing every (queue, id) it
-//! belongs to. Acks go to the ack file of the segment holding the message (`N.ack`), so a
-//! segment and its acks disappear together once every membership in it is acked. When a
+//! belongs to ([`MessageStore::append_shared`]), each queue settling its own membership. Acks
+//! go to the ack file of the segment holding the message (`N.ack`), so a segment and its acks
+//! disappear together once every membership in it is acked. Each record (and its index entry)
+//! carries the message's enqueue time and TTL, so TTLs are re-applied after a restart. When a
 //! segment is sealed (it reached [`FileStoreConfig::segment_size`]) its index (`N.idx`: queue
 //! references and (offset, length, (queue, id)…) per record) is written, so recovery loads
 //! indexes instead of re-reading bodies, and a queue can keep only ids in memory and page
@@ -35,7 +37,7 @@ use std::thread::JoinHandle;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use self::records::{Parsed, REC_MSG, REC_PREFIX_LEN};
+use self::records::{Parsed, REC_PREFIX_LEN};
 use self::segment::{Loc, SegIndex, Segment};
 use super::{
     IndexEntry, MessageStore, QueueKey, StorageType, StoreError, StoreStats, StoredMessage,
@@ -251,7 +253,7 @@ impl FileStore {
             return Err(StoreError::Closed);
         }
         let est = (REC_PREFIX_LEN
-            + 13
+            + 29
             + targets.len() * 12
             + msg.exchange.len()
             + msg.routing_key.len()
@@ -277,6 +279,7 @@ impl FileStore {
         let n = records::push_msg(
             &mut head.buf,
             &pairs,
+            msg.meta,
             &msg.exchange,
             &msg.routing_key,
             &msg.raw_properties,
@@ -284,7 +287,7 @@ impl FileStore {
         );
         let len = u32::try_from(n).unwrap_or(u32::MAX);
         head.size += n as u64;
-        head.index.push(offset, len, &pairs);
+        head.index.push(offset, len, &pairs, msg.meta);
         head.total += pairs.len() as u64;
         head.live += pairs.len() as u64;
         if head.buf.len() >= st.cfg.write_buffer {
@@ -294,6 +297,7 @@ impl FileStore {
             seg: head_no,
             offset,
             len,
+            meta: msg.meta.into(),
         };
         for (q, id) in targets {
             let map = match st.queues.get_mut(*q) {
@@ -329,17 +333,17 @@ impl FileStore {
 }
 
 fn decode_message(id: u64, data: Vec<u8>, loc: Loc) -> Result<StoredMessage, StoreError> {
-    match records::parse_record(&data) {
-        Parsed::Record(REC_MSG, _, _) => {}
+    let ty = match records::parse_record(&data) {
+        Parsed::Record(ty, _, _) if records::is_msg(ty) => ty,
         other => {
             return Err(StoreError::Corrupt(format!(
                 "segment {} offset {}: {other:?}",
                 loc.seg, loc.offset
             )))
         }
-    }
+    };
     let whole = Bytes::from(data);
-    let f = records::parse_msg_fields(&whole, REC_PREFIX_LEN + 1).ok_or_else(|| {
+    let f = records::parse_msg_fields(&whole, REC_PREFIX_LEN + 1, ty).ok_or_else(|| {
         StoreError::Corrupt(format!(
             "segment {} offset {}: bad message",
             loc.seg, loc.offset
@@ -351,6 +355,7 @@ fn decode_message(id: u64, data: Vec<u8>, loc: Loc) -> Result<StoredMessage, Sto
         routing_key: f.routing_key,
         raw_properties: f.props,
         body: f.body,
+        meta: loc.meta.into(),
     })
 }
 
@@ -583,7 +588,11 @@ impl MessageStore for FileStore {
             .map(|(q, m)| {
                 let entries = m
                     .iter()
-                    .map(|(&id, loc)| IndexEntry { id, size: loc.len })
+                    .map(|(&id, loc)| IndexEntry {
+                        id,
+                        size: loc.len,
+                        meta: loc.meta.into(),
+                    })
                     .collect();
                 (q.clone(), entries)
             })
@@ -623,6 +632,7 @@ mod tests {
             routing_key: "k".into(),
             raw_properties: Bytes::new(),
             body: Bytes::from_static(body),
+            meta: crate::storage::MsgMeta::default(),
         }
     }
 

@@ -4,17 +4,31 @@
 //! reserved bytes, the segment number (u64 LE) and the segment generation (u32 LE, bumped by
 //! compaction), then 4 reserved bytes.
 //!
+//! Versions: segment files are written as version 2 and versions 1 and 2 are read (a version 1
+//! segment holds `MSG` records only; both record types may appear in a version 2 segment, e.g.
+//! after compacting an old one). Ack files are version 1. Index files are version 2 (they carry
+//! the message metadata); an index of another version is ignored and its segment rescanned,
+//! which rewrites it. A binary that knows only version 1 refuses version 2 files instead of
+//! misreading them.
+//!
 //! Segment records are `len: u32 | crc32: u32 | type: u8 | payload`, where `len` counts the
-//! type byte and the payload and the CRC covers the same bytes. Two types exist:
+//! type byte and the payload and the CRC covers the same bytes. The types:
 //! - `QDEF`: `ref: u32 | vhost: u16-len str | queue: u16-len str` — binds a segment-local queue
 //!   reference to a queue name;
-//! - `MSG`: `n: u16 | n × (ref: u32, id: u64) | exchange: u16-len str | routing key: u16-len
-//!   str | properties: u32-len bytes | body (rest)` — a message stored once for all its queues.
+//! - `MSG2` (written): `n: u16 | n × (ref: u32, id: u64) | enqueued_at: u64 | ttl: u64 |
+//!   exchange: u16-len str | routing key: u16-len str | properties: u32-len bytes | body
+//!   (rest)` — a message stored once for all its queues. `enqueued_at` is when it was
+//!   enqueued (ms since the Unix epoch), `ttl` its own per-message TTL in ms (the `expiration`
+//!   property; `u64::MAX` = none), so expiry can be re-applied after a restart without
+//!   reading bodies;
+//! - `MSG` (format 1, read only): as `MSG2` without `enqueued_at` and `ttl`.
 //!
 //! Ack files hold fixed 17-byte records `crc32: u32 | type: u8 | ref: u32 | id: u64` (`ACK`
 //! settles one (queue, id); `DROP` settles every message of a queue reference).
 
 use bytes::Bytes;
+
+pub(crate) use crate::storage::MsgMeta;
 
 /// Magic of segment files.
 pub(crate) const SEG_MAGIC: [u8; 4] = *b"EBMS";
@@ -22,16 +36,24 @@ pub(crate) const SEG_MAGIC: [u8; 4] = *b"EBMS";
 pub(crate) const ACK_MAGIC: [u8; 4] = *b"EBAK";
 /// Magic of index files.
 pub(crate) const IDX_MAGIC: [u8; 4] = *b"EBIX";
-/// Format version.
-pub(crate) const VERSION: u8 = 1;
+/// Version written in segment file headers (1 and 2 are read).
+pub(crate) const SEG_VERSION: u8 = 2;
+/// Version written in (and required of) index file headers.
+pub(crate) const IDX_VERSION: u8 = 2;
+/// Version written in (and required of) ack file headers.
+pub(crate) const ACK_VERSION: u8 = 1;
 /// Length of every file header.
 pub(crate) const FILE_HEADER_LEN: usize = 24;
 /// Length of a record's `len | crc` prefix.
 pub(crate) const REC_PREFIX_LEN: usize = 8;
 /// Record type: queue reference definition.
 pub(crate) const REC_QDEF: u8 = 1;
-/// Record type: message.
+/// Record type: message without metadata (format 1; read only).
 pub(crate) const REC_MSG: u8 = 2;
+/// Record type: message with its enqueue time and TTL.
+pub(crate) const REC_MSG2: u8 = 3;
+/// On-disk encoding of "no per-message TTL".
+const NO_TTL: u64 = u64::MAX;
 /// Ack record: one message settled.
 pub(crate) const ACK_ONE: u8 = 1;
 /// Ack record: a whole queue reference dropped.
@@ -41,11 +63,20 @@ pub(crate) const ACK_REC_LEN: usize = 17;
 /// Largest record accepted (anything bigger is treated as corruption).
 pub(crate) const MAX_RECORD: u32 = 1 << 30;
 
+/// The version written for files with `magic`, and the oldest one read.
+fn versions(magic: [u8; 4]) -> (u8, u8) {
+    match magic {
+        SEG_MAGIC => (SEG_VERSION, 1),
+        IDX_MAGIC => (IDX_VERSION, IDX_VERSION),
+        _ => (ACK_VERSION, ACK_VERSION),
+    }
+}
+
 /// Encode a file header.
 pub(crate) fn file_header(magic: [u8; 4], seg: u64, generation: u32) -> [u8; FILE_HEADER_LEN] {
     let mut h = [0u8; FILE_HEADER_LEN];
     h[..4].copy_from_slice(&magic);
-    h[4] = VERSION;
+    h[4] = versions(magic).0;
     h[8..16].copy_from_slice(&seg.to_le_bytes());
     h[16..20].copy_from_slice(&generation.to_le_bytes());
     h
@@ -59,7 +90,8 @@ pub(crate) fn parse_file_header(buf: &[u8], magic: [u8; 4]) -> Result<(u64, u32)
     if buf[..4] != magic {
         return Err(format!("bad magic {:?}", &buf[..4]));
     }
-    if buf[4] != VERSION {
+    let (newest, oldest) = versions(magic);
+    if !(oldest..=newest).contains(&buf[4]) {
         return Err(format!("unsupported version {}", buf[4]));
     }
     Ok((le_u64(&buf[8..16]), le_u32(&buf[16..20])))
@@ -107,24 +139,28 @@ pub(crate) fn push_qdef(buf: &mut Vec<u8>, qref: u32, vhost: &str, queue: &str) 
     })
 }
 
-/// Append a `MSG` record for `pairs` of (queue ref, id).
+/// Append a `MSG2` record for `pairs` of (queue ref, id).
 pub(crate) fn push_msg(
     buf: &mut Vec<u8>,
     pairs: &[(u32, u64)],
+    meta: MsgMeta,
     exchange: &str,
     routing_key: &str,
     props: &[u8],
     body: &[u8],
 ) -> usize {
-    let need = REC_PREFIX_LEN + 1 + 2 + pairs.len() * 12 + 8 + exchange.len() + routing_key.len();
+    let need =
+        REC_PREFIX_LEN + 1 + 2 + pairs.len() * 12 + 16 + 8 + exchange.len() + routing_key.len();
     buf.reserve(need + props.len() + body.len());
-    push_record(buf, REC_MSG, |b| {
+    push_record(buf, REC_MSG2, |b| {
         let n = u16::try_from(pairs.len()).unwrap_or(u16::MAX);
         b.extend_from_slice(&n.to_le_bytes());
         for (r, id) in &pairs[..n as usize] {
             b.extend_from_slice(&r.to_le_bytes());
             b.extend_from_slice(&id.to_le_bytes());
         }
+        b.extend_from_slice(&meta.enqueued_at_ms.to_le_bytes());
+        b.extend_from_slice(&meta.ttl_ms.unwrap_or(NO_TTL).to_le_bytes());
         put_str16(b, exchange.as_bytes());
         put_str16(b, routing_key.as_bytes());
         b.extend_from_slice(&u32::try_from(props.len()).unwrap_or(0).to_le_bytes());
@@ -182,16 +218,42 @@ fn take_str16(p: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((s, &p[2 + n..]))
 }
 
-/// The (ref, id) pairs of a `MSG` payload.
-pub(crate) fn parse_msg_pairs(p: &[u8]) -> Option<Vec<(u32, u64)>> {
+/// Is `ty` a message record type?
+pub(crate) fn is_msg(ty: u8) -> bool {
+    ty == REC_MSG || ty == REC_MSG2
+}
+
+/// Length of the metadata after the pairs of a message record of type `ty`.
+fn meta_len(ty: u8) -> usize {
+    if ty == REC_MSG2 {
+        16
+    } else {
+        0
+    }
+}
+
+/// The (ref, id) pairs and the metadata of a message record's payload (`ty` is `MSG` or
+/// `MSG2`; a `MSG` record has no metadata: [`MsgMeta::default`]).
+pub(crate) fn parse_msg_head(ty: u8, p: &[u8]) -> Option<(Vec<(u32, u64)>, MsgMeta)> {
     let n = le_u16(p.get(..2)?) as usize;
     let pairs = p.get(2..2 + n * 12)?;
-    Some(
-        pairs
-            .chunks_exact(12)
-            .map(|c| (le_u32(&c[..4]), le_u64(&c[4..12])))
-            .collect(),
-    )
+    let meta = match ty {
+        REC_MSG2 => {
+            let m = p.get(2 + n * 12..2 + n * 12 + 16)?;
+            let ttl = le_u64(&m[8..]);
+            MsgMeta {
+                enqueued_at_ms: le_u64(&m[..8]),
+                ttl_ms: (ttl != NO_TTL).then_some(ttl),
+            }
+        }
+        REC_MSG => MsgMeta::default(),
+        _ => return None,
+    };
+    let pairs = pairs
+        .chunks_exact(12)
+        .map(|c| (le_u32(&c[..4]), le_u64(&c[4..12])))
+        .collect();
+    Some((pairs, meta))
 }
 
 /// A decoded `MSG` payload (without its pairs).
@@ -203,12 +265,13 @@ pub(crate) struct MsgFields {
     pub body: Bytes,
 }
 
-/// Decode the fields of a `MSG` payload. `whole` is the record as a shared buffer and
-/// `payload_at` where the payload starts in it, so body and properties are zero-copy slices.
-pub(crate) fn parse_msg_fields(whole: &Bytes, payload_at: usize) -> Option<MsgFields> {
+/// Decode the fields of a `MSG`/`MSG2` payload (record type `ty`). `whole` is the record as a
+/// shared buffer and `payload_at` where the payload starts in it, so body and properties are
+/// zero-copy slices.
+pub(crate) fn parse_msg_fields(whole: &Bytes, payload_at: usize, ty: u8) -> Option<MsgFields> {
     let p = whole.get(payload_at..)?;
     let n = le_u16(p.get(..2)?) as usize;
-    let rest = p.get(2 + n * 12..)?;
+    let rest = p.get(2 + n * 12 + meta_len(ty)..)?;
     let (ex, rest) = take_str16(rest)?;
     let (rk, rest) = take_str16(rest)?;
     let plen = le_u32(rest.get(..4)?) as usize;
@@ -249,17 +312,73 @@ mod tests {
     #[test]
     fn msg_roundtrip() {
         let mut buf = Vec::new();
-        let n = push_msg(&mut buf, &[(1, 7), (3, 9)], "ex", "rk", b"pp", b"hello");
+        let meta = MsgMeta {
+            enqueued_at_ms: 1_700_000_000_123,
+            ttl_ms: Some(5000),
+        };
+        let n = push_msg(
+            &mut buf,
+            &[(1, 7), (3, 9)],
+            meta,
+            "ex",
+            "rk",
+            b"pp",
+            b"hello",
+        );
         assert_eq!(n, buf.len());
         let Parsed::Record(ty, payload, total) = parse_record(&buf) else {
             panic!("parse")
         };
-        assert_eq!((ty, total), (REC_MSG, n));
-        assert_eq!(parse_msg_pairs(payload).unwrap(), vec![(1, 7), (3, 9)]);
+        assert_eq!((ty, total), (REC_MSG2, n));
+        let (pairs, got) = parse_msg_head(ty, payload).unwrap();
+        assert_eq!((pairs, got), (vec![(1, 7), (3, 9)], meta));
         let whole = Bytes::from(buf.clone());
-        let f = parse_msg_fields(&whole, REC_PREFIX_LEN + 1).unwrap();
+        let f = parse_msg_fields(&whole, REC_PREFIX_LEN + 1, ty).unwrap();
         assert_eq!((f.exchange.as_str(), f.routing_key.as_str()), ("ex", "rk"));
         assert_eq!((&f.props[..], &f.body[..]), (&b"pp"[..], &b"hello"[..]));
+        // no TTL round-trips as None
+        let mut buf = Vec::new();
+        let none = MsgMeta {
+            enqueued_at_ms: 1,
+            ttl_ms: None,
+        };
+        push_msg(&mut buf, &[(0, 1)], none, "", "", b"", b"");
+        let Parsed::Record(ty, payload, _) = parse_record(&buf) else {
+            panic!("parse")
+        };
+        assert_eq!(parse_msg_head(ty, payload).unwrap().1, none);
+    }
+
+    #[test]
+    fn format_1_msg_record_is_read_without_metadata() {
+        let mut buf = Vec::new();
+        push_record(&mut buf, REC_MSG, |b| {
+            b.extend_from_slice(&1u16.to_le_bytes());
+            b.extend_from_slice(&0u32.to_le_bytes());
+            b.extend_from_slice(&42u64.to_le_bytes());
+            put_str16(b, b"ex");
+            put_str16(b, b"rk");
+            b.extend_from_slice(&2u32.to_le_bytes());
+            b.extend_from_slice(b"pp");
+            b.extend_from_slice(b"old body");
+        });
+        let Parsed::Record(ty, payload, _) = parse_record(&buf) else {
+            panic!("parse")
+        };
+        assert_eq!(ty, REC_MSG);
+        let (pairs, meta) = parse_msg_head(ty, payload).unwrap();
+        assert_eq!((pairs, meta), (vec![(0, 42)], MsgMeta::default()));
+        let f = parse_msg_fields(&Bytes::from(buf.clone()), REC_PREFIX_LEN + 1, ty).unwrap();
+        assert_eq!((&f.props[..], &f.body[..]), (&b"pp"[..], &b"old body"[..]));
+        // version 1 segment headers are still accepted, version 1 indexes are not
+        let mut h = file_header(SEG_MAGIC, 3, 0);
+        h[4] = 1;
+        assert_eq!(parse_file_header(&h, SEG_MAGIC), Ok((3, 0)));
+        let mut h = file_header(IDX_MAGIC, 3, 0);
+        h[4] = 1;
+        assert!(parse_file_header(&h, IDX_MAGIC).is_err());
+        h[4] = 3;
+        assert!(parse_file_header(&h, IDX_MAGIC).is_err());
     }
 
     #[test]

@@ -14,8 +14,7 @@ use std::sync::Arc;
 
 use super::index::{read_index, write_index};
 use super::records::{
-    self, Parsed, ACK_DROP, ACK_MAGIC, ACK_ONE, ACK_REC_LEN, FILE_HEADER_LEN, REC_MSG, REC_QDEF,
-    SEG_MAGIC,
+    self, Parsed, ACK_DROP, ACK_MAGIC, ACK_ONE, ACK_REC_LEN, FILE_HEADER_LEN, REC_QDEF, SEG_MAGIC,
 };
 use super::segment::{ack_path, idx_path, seg_path, Loc, SegIndex, Segment};
 use crate::storage::{QueueKey, StoreError};
@@ -72,11 +71,12 @@ fn scan_segment(file: &File, no: u64) -> Result<Option<Scan>, StoreError> {
                 refs.push(QueueKey { vhost, queue });
                 pos += total;
             }
-            Parsed::Record(REC_MSG, payload, total) => {
-                let Some(pairs) = records::parse_msg_pairs(payload) else {
+            Parsed::Record(ty, payload, total) if records::is_msg(ty) => {
+                let Some((pairs, meta)) = records::parse_msg_head(ty, payload) else {
                     break;
                 };
-                index.push(pos as u64, u32::try_from(total).unwrap_or(u32::MAX), &pairs);
+                let len = u32::try_from(total).unwrap_or(u32::MAX);
+                index.push(pos as u64, len, &pairs, meta);
                 pos += total;
             }
             Parsed::Record(ty, _, _) => {
@@ -247,7 +247,7 @@ fn recover_segment(dir: &Path, no: u64, out: &mut Recovered) -> Result<(), Store
             seg.current.insert(q.clone(), r);
         }
     }
-    for (offset, len, pairs) in index.iter() {
+    for (e, pairs) in index.iter() {
         for &(r, id) in pairs {
             seg.total += 1;
             if acks.dropped.contains(&r) || acks.acked.contains(&(r, id)) {
@@ -258,8 +258,9 @@ fn recover_segment(dir: &Path, no: u64, out: &mut Recovered) -> Result<(), Store
             };
             let loc = Loc {
                 seg: no,
-                offset,
-                len,
+                offset: e.offset,
+                len: e.len,
+                meta: e.meta.into(),
             };
             let map = match out.queues.get_mut(q) {
                 Some(m) => m,

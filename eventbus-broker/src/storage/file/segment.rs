@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::records::{self, ACK_MAGIC, FILE_HEADER_LEN, SEG_MAGIC};
+use super::records::{self, MsgMeta, ACK_MAGIC, FILE_HEADER_LEN, SEG_MAGIC};
 use crate::storage::QueueKey;
 
 /// Path of segment `no`'s message file.
@@ -33,30 +33,80 @@ pub(crate) struct Loc {
     pub offset: u64,
     /// Total record length.
     pub len: u32,
+    /// The record's enqueue time and TTL (kept so recovery needs no body reads).
+    pub meta: PackedMeta,
+}
+
+/// [`MsgMeta`] in 16 bytes instead of 24 (`Option<u64>` needs a discriminant): there is one
+/// per queued message in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PackedMeta {
+    enqueued_at_ms: u64,
+    /// `u64::MAX`: no TTL.
+    ttl_ms: u64,
+}
+
+impl From<MsgMeta> for PackedMeta {
+    fn from(m: MsgMeta) -> Self {
+        Self {
+            enqueued_at_ms: m.enqueued_at_ms,
+            ttl_ms: m.ttl_ms.unwrap_or(u64::MAX),
+        }
+    }
+}
+
+impl From<PackedMeta> for MsgMeta {
+    fn from(p: PackedMeta) -> Self {
+        Self {
+            enqueued_at_ms: p.enqueued_at_ms,
+            ttl_ms: (p.ttl_ms != u64::MAX).then_some(p.ttl_ms),
+        }
+    }
+}
+
+/// One message record in a [`SegIndex`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IdxEntry {
+    /// Offset of the record in the segment file.
+    pub offset: u64,
+    /// Total record length.
+    pub len: u32,
+    /// First of its pairs in [`SegIndex::pairs`].
+    pub first: u32,
+    /// Number of pairs.
+    pub n: u16,
+    /// Enqueue time and TTL.
+    pub meta: MsgMeta,
 }
 
 /// Compact list of the message records of a segment: what its `.idx` file holds.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct SegIndex {
-    /// (offset, record length, first pair, pair count).
-    pub entries: Vec<(u64, u32, u32, u16)>,
+    /// One entry per message record.
+    pub entries: Vec<IdxEntry>,
     /// (queue ref, id) pairs, referenced by `entries`.
     pub pairs: Vec<(u32, u64)>,
 }
 
 impl SegIndex {
     /// Record one message.
-    pub(crate) fn push(&mut self, offset: u64, len: u32, pairs: &[(u32, u64)]) {
-        let start = u32::try_from(self.pairs.len()).unwrap_or(u32::MAX);
+    pub(crate) fn push(&mut self, offset: u64, len: u32, pairs: &[(u32, u64)], meta: MsgMeta) {
+        let first = u32::try_from(self.pairs.len()).unwrap_or(u32::MAX);
         self.pairs.extend_from_slice(pairs);
         let n = u16::try_from(pairs.len()).unwrap_or(u16::MAX);
-        self.entries.push((offset, len, start, n));
+        self.entries.push(IdxEntry {
+            offset,
+            len,
+            first,
+            n,
+            meta,
+        });
     }
-    /// Iterate `(offset, len, pairs)`.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, u32, &[(u32, u64)])> + '_ {
-        self.entries.iter().map(|&(off, len, start, n)| {
-            let s = start as usize;
-            (off, len, &self.pairs[s..s + n as usize])
+    /// Iterate `(entry, pairs)`.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&IdxEntry, &[(u32, u64)])> + '_ {
+        self.entries.iter().map(|e| {
+            let s = e.first as usize;
+            (e, &self.pairs[s..s + e.n as usize])
         })
     }
 }
@@ -205,6 +255,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn index_entries_stay_small() {
+        // one Loc per queued persistent message is kept in memory
+        assert_eq!(std::mem::size_of::<Loc>(), 40);
+        let m = MsgMeta {
+            enqueued_at_ms: 5,
+            ttl_ms: Some(0),
+        };
+        assert_eq!(MsgMeta::from(PackedMeta::from(m)), m);
+        assert_eq!(
+            MsgMeta::from(PackedMeta::from(MsgMeta::default())),
+            MsgMeta::default()
+        );
+    }
+
+    #[test]
     fn buffered_bytes_are_readable_until_flushed() {
         let dir = tempfile::tempdir().unwrap();
         let mut seg = Segment::create(dir.path(), 1).unwrap();
@@ -215,7 +280,15 @@ mod tests {
         let r = seg.queue_ref(&q);
         assert_eq!(seg.queue_ref(&q), r);
         let off = seg.size;
-        let n = records::push_msg(&mut seg.buf, &[(r, 1)], "", "k", b"", b"body");
+        let n = records::push_msg(
+            &mut seg.buf,
+            &[(r, 1)],
+            MsgMeta::default(),
+            "",
+            "k",
+            b"",
+            b"body",
+        );
         seg.size += n as u64;
         assert!(seg.read_at(off, n).is_some());
         seg.flush().unwrap();
@@ -224,7 +297,7 @@ mod tests {
         seg.file.read_exact_at(&mut back, off).unwrap();
         assert!(matches!(
             records::parse_record(&back),
-            records::Parsed::Record(records::REC_MSG, _, _)
+            records::Parsed::Record(records::REC_MSG2, _, _)
         ));
         assert_eq!(
             std::fs::metadata(seg_path(dir.path(), 1)).unwrap().len(),

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::index::write_index;
-use super::records::{self, Parsed, REC_MSG, SEG_MAGIC};
+use super::records::{self, Parsed, SEG_MAGIC};
 use super::recovery::remove_segment_files;
 use super::segment::{seg_path, SegIndex};
 use super::{Inner, SealJob, State, StoreError};
@@ -238,18 +238,18 @@ pub(crate) fn compact(inner: &Inner, no: u64) -> Result<bool, StoreError> {
     for (&off, &len) in &live {
         rec.resize(len as usize, 0);
         file.read_exact_at(&mut rec, off)?;
-        let pairs = match records::parse_record(&rec) {
-            Parsed::Record(REC_MSG, payload, _) => records::parse_msg_pairs(payload),
+        let head = match records::parse_record(&rec) {
+            Parsed::Record(ty, payload, _) => records::parse_msg_head(ty, payload),
             _ => None,
         };
-        let Some(pairs) = pairs else {
+        let Some((pairs, meta)) = head else {
             return Err(StoreError::Corrupt(format!(
                 "segment {no} offset {off}: record fails checksum, not compacting"
             )));
         };
         let new_off = out.len() as u64;
         out.extend_from_slice(&rec);
-        index.push(new_off, len, &pairs);
+        index.push(new_off, len, &pairs, meta);
         total += pairs.len() as u64;
         moved.insert(off, new_off);
     }
