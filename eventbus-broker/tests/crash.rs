@@ -23,6 +23,8 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Exchange
 
 const CYCLES: usize = 12;
 const PUBLISHERS: usize = 3;
+/// Messages one publisher sends per cycle at most (bounds the work each cycle verifies).
+const MAX_PUBLISH_PER_CYCLE: usize = 10_000;
 const QUEUE: &str = "crash-q";
 const MARKERS: &str = "crash-markers";
 const EXCHANGE: &str = "crash-x";
@@ -139,7 +141,7 @@ async fn publish_until_killed(url: String, cycle: usize, p: usize, ledger: Arc<M
         return;
     }
     let mut window = std::collections::VecDeque::new();
-    for seq in 0.. {
+    for seq in 0..MAX_PUBLISH_PER_CYCLE {
         let body = format!("c{cycle}-p{p}-{seq}");
         let Ok(confirm) = ch
             .basic_publish(
@@ -162,6 +164,14 @@ async fn publish_until_killed(url: String, cycle: usize, p: usize, ledger: Arc<M
                 }
                 _ => return,
             }
+        }
+    }
+    for (body, confirm) in window {
+        match confirm.await {
+            Ok(c) if c.is_ack() => {
+                ledger.lock().unwrap().confirmed.insert(body);
+            }
+            _ => return,
         }
     }
 }
@@ -228,27 +238,53 @@ async fn consume_until_killed(url: String, ledger: Arc<Mutex<Ledger>>) {
 
 /// Takes everything from the queue: (body, redelivered).
 async fn drain(ch: &Channel) -> Vec<(String, bool)> {
-    let mut out = Vec::new();
-    loop {
-        match ch
-            .basic_get(QUEUE.into(), BasicGetOptions::default())
+    // Nothing publishes now: the queue holds exactly `message_count` messages. They are
+    // consumed with auto-ack (one round trip for all, not one per message), which also
+    // checks that auto-acked persistent messages are not recovered again next cycle.
+    let n = ch
+        .queue_declare(
+            QUEUE.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap()
+        .message_count() as usize;
+    let mut consumer = ch
+        .basic_consume(
+            QUEUE.into(),
+            "drain".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let d = tokio::time::timeout(Duration::from_secs(60), consumer.next())
+            .await
+            .expect("recovered messages stopped arriving")
+            .expect("consumer ended")
+            .unwrap();
+        out.push((String::from_utf8_lossy(&d.data).into_owned(), d.redelivered));
+    }
+    ch.basic_cancel("drain".into(), BasicCancelOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        ch.basic_get(QUEUE.into(), BasicGetOptions::default())
             .await
             .unwrap()
-        {
-            Some(m) => {
-                out.push((
-                    String::from_utf8_lossy(&m.delivery.data).into_owned(),
-                    m.delivery.redelivered,
-                ));
-                m.delivery
-                    .acker
-                    .ack(BasicAckOptions::default())
-                    .await
-                    .unwrap();
-            }
-            None => return out,
-        }
-    }
+            .is_none(),
+        "more messages than message_count said"
+    );
+    out
 }
 
 fn tear_newest_segment(data: &std::path::Path) {
