@@ -23,9 +23,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use eventbus_core::{
-    async_trait, BoxError, Context, Event, EventBus, Handle, Handler, MemoryTransport,
-};
+use eventbus_core::{BoxError, Context, Event, EventBus, Handle, Handler, MemoryTransport};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Notify};
 
@@ -104,7 +102,6 @@ impl Shared {
 #[handler(group = "bench", events(Tick), concurrency = 1, prefetch = 1024)]
 struct Trivial(Arc<Shared>);
 
-#[async_trait]
 impl Handle<Tick> for Trivial {
     async fn handle(&self, e: Tick, _cx: &Context) -> Result<(), BoxError> {
         self.0.handled(e.sent_ns);

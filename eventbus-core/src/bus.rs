@@ -11,7 +11,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::pipeline::{HandlerService, PipelineBuilder, SharedLayerFn};
-use crate::transport::{Subscription, SubscriptionSpec, Transport, TransportError};
+use crate::transport::{Subscription, SubscriptionSpec, TakeReady, Transport, TransportError};
 use crate::worker::{PartitionedWorkers, DEFAULT_WORKER_QUEUE};
 use crate::{BoxError, Context, Envelope, Event, HandleError, Handler};
 
@@ -19,7 +19,7 @@ use crate::{BoxError, Context, Envelope, Event, HandleError, Handler};
 /// [`EventBus::start`] subscribes every group and runs its workers.
 ///
 /// ```
-/// use eventbus_core::{async_trait, BoxError, Context, Event, EventBus, Handle, Handler, MemoryTransport};
+/// use eventbus_core::{BoxError, Context, Event, EventBus, Handle, Handler, MemoryTransport};
 /// use serde::{Deserialize, Serialize};
 ///
 /// #[derive(Debug, Event, Serialize, Deserialize)]
@@ -30,7 +30,6 @@ use crate::{BoxError, Context, Envelope, Event, HandleError, Handler};
 /// #[handler(group = "email", events(UserRegistered))]
 /// struct Welcome;
 ///
-/// #[async_trait]
 /// impl Handle<UserRegistered> for Welcome {
 ///     async fn handle(&self, e: UserRegistered, _cx: &Context) -> Result<(), BoxError> {
 ///         println!("welcome, user {}", e.user_id);
@@ -221,40 +220,37 @@ async fn receive(
     tokio::pin!(cancelled);
     let mut batch = Vec::with_capacity(RECEIVE_BATCH);
     let mut scratch = Vec::new();
-    'receive: loop {
+    loop {
         let next = tokio::select! {
             biased;
             _ = &mut cancelled => break,
             next = subscription.next() => next,
         };
-        let mut next = Some(next);
-        // Take the first delivery and whatever else is ready without waiting
-        // (no more than the worker queues can take now, so nothing waits
-        // here longer than it would have waited in the transport), then hand
-        // them to the workers together.
-        let limit = workers.free_slots().min(RECEIVE_BATCH);
-        while let Some(item) = next {
-            match item {
-                Some(Ok(delivery)) => batch.push(delivery),
-                Some(Err(e)) => {
+        let mut ended = false;
+        match next {
+            Some(Ok(delivery)) => batch.push(delivery),
+            Some(Err(e)) => tracing::error!(group = %group, error = %e, "subscription error"),
+            None => ended = true,
+        }
+        if !ended {
+            // Take whatever else is ready without waiting (no more than the
+            // worker queues can take now, so nothing waits here longer than
+            // it would have waited in the transport), then hand them to the
+            // workers together.
+            let limit = workers.free_slots().min(RECEIVE_BATCH);
+            match subscription.take_ready(limit.saturating_sub(batch.len()), &mut batch) {
+                TakeReady::Pending => {}
+                TakeReady::Error(e) => {
                     tracing::error!(group = %group, error = %e, "subscription error");
                 }
-                None => {
-                    tracing::warn!(group = %group, "subscription ended");
-                    let _ = workers.dispatch_batch(&mut batch, &mut scratch).await;
-                    break 'receive;
-                }
+                TakeReady::Ended => ended = true,
             }
-            if batch.len() >= limit {
-                break;
-            }
-            next = futures_util::FutureExt::now_or_never(subscription.next());
         }
-        if workers
-            .dispatch_batch(&mut batch, &mut scratch)
-            .await
-            .is_err()
-        {
+        if ended {
+            tracing::warn!(group = %group, "subscription ended");
+        }
+        let handed_over = workers.dispatch_batch(&mut batch, &mut scratch).await;
+        if handed_over.is_err() || ended {
             break;
         }
     }

@@ -51,8 +51,8 @@ pub use handler::{
     Ordering, RetryPolicy,
 };
 pub use transport::{
-    memory::MemoryTransport, Acker, Delivery, Publisher, Subscriber, Subscription,
-    SubscriptionSpec, Transport, TransportError,
+    memory::MemoryTransport, Acker, Delivery, DeliveryAcker, Publisher, Subscriber, Subscription,
+    SubscriptionSpec, Transport, TransportError, TransportFuture,
 };
 
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]

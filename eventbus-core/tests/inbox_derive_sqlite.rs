@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use eventbus_core::inbox::{self, Inbox};
 use eventbus_core::{
-    async_trait, BoxError, Context, Envelope, Event, EventBus, Handle, Handler, MemoryTransport,
-    Publisher, StartError,
+    BoxError, Context, Envelope, Event, EventBus, Handle, Handler, MemoryTransport, Publisher,
+    StartError,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
@@ -27,7 +27,6 @@ struct CountReservations {
     calls: Arc<AtomicU32>,
 }
 
-#[async_trait]
 impl Handle<StockReserved> for CountReservations {
     async fn handle(&self, e: StockReserved, _cx: &Context) -> Result<(), BoxError> {
         self.calls.fetch_add(1, Ordering::SeqCst);

@@ -209,11 +209,11 @@ async fn undecodable_and_unknown_events_are_dead_lettered_at_once() {
             Box::pin(async move {
                 (self.0)();
                 if cx.envelope().name != self.1 {
-                    return Err(HandleError::UnknownEvent(cx.envelope().name.clone()));
+                    return Err(HandleError::UnknownEvent(cx.envelope().name.to_string()));
                 }
                 let _: Strict = serde_json::from_slice(&cx.envelope().payload).map_err(|e| {
                     HandleError::Decode(eventbus_core::DecodeError::Payload {
-                        event: cx.envelope().name.clone(),
+                        event: cx.envelope().name.to_string(),
                         source: Box::new(e),
                     })
                 })?;

@@ -103,19 +103,17 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 /// event type `E` it lists.
 ///
 /// ```ignore
-/// use eventbus::{async_trait, Context, Handle, Handler, BoxError};
+/// use eventbus::{Context, Handle, Handler, BoxError};
 ///
 /// #[derive(Handler)]
 /// #[handler(group = "email-service", events(UserRegistered, OrderPlaced), concurrency = 4)]
 /// struct SendMail;
 ///
-/// #[async_trait]
 /// impl Handle<UserRegistered> for SendMail {
 ///     async fn handle(&self, e: UserRegistered, cx: &Context) -> Result<(), BoxError> {
 ///         Ok(())
 ///     }
 /// }
-/// #[async_trait]
 /// impl Handle<OrderPlaced> for SendMail {
 ///     async fn handle(&self, e: OrderPlaced, cx: &Context) -> Result<(), BoxError> {
 ///         Ok(())

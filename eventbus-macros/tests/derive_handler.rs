@@ -4,8 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use eventbus_core::{
-    async_trait, BoxError, Context, Envelope, Event, Handle, HandleError, Handler, HandlerConfig,
-    Ordering,
+    BoxError, Context, Envelope, Event, Handle, HandleError, Handler, HandlerConfig, Ordering,
 };
 use serde::{Deserialize, Serialize};
 
@@ -43,7 +42,6 @@ struct Mailer {
     seen: Mutex<Vec<String>>,
 }
 
-#[async_trait]
 impl Handle<UserRegistered> for Mailer {
     async fn handle(&self, e: UserRegistered, cx: &Context) -> Result<(), BoxError> {
         if e.email.is_empty() {
@@ -59,7 +57,6 @@ impl Handle<UserRegistered> for Mailer {
     }
 }
 
-#[async_trait]
 impl Handle<OrderPlaced> for Mailer {
     async fn handle(&self, e: OrderPlaced, _cx: &Context) -> Result<(), BoxError> {
         self.seen
@@ -76,7 +73,6 @@ impl Handle<OrderPlaced> for Mailer {
 #[handler(events(OrderPlaced), timeout = "none")]
 struct Audit;
 
-#[async_trait]
 impl Handle<OrderPlaced> for Audit {
     async fn handle(&self, _e: OrderPlaced, _cx: &Context) -> Result<(), BoxError> {
         Ok(())
@@ -90,7 +86,6 @@ struct Generic<T: Send + Sync + 'static> {
     _tag: T,
 }
 
-#[async_trait]
 impl<T: Send + Sync + 'static> Handle<OrderPlaced> for Generic<T> {
     async fn handle(&self, _e: OrderPlaced, _cx: &Context) -> Result<(), BoxError> {
         Ok(())

@@ -1,6 +1,10 @@
 //! Payload encoding. JSON is the default and currently the only codec;
 //! the content type travels in every envelope so others can be added.
 
+use std::cell::RefCell;
+
+use bytes::Bytes;
+
 use crate::BoxError;
 
 /// Content type of JSON-encoded payloads.
@@ -45,11 +49,38 @@ pub enum DecodeError {
     Envelope(String),
 }
 
-pub(crate) fn encode<E: serde::Serialize>(name: &str, event: &E) -> Result<Vec<u8>, EncodeError> {
-    serde_json::to_vec(event).map_err(|e| EncodeError {
+/// Encodes `event` as JSON into a payload of exactly its size.
+///
+/// Serialized into a per-thread scratch buffer, then copied once into an
+/// allocation of the final length: one allocation per payload, and a
+/// `Bytes` that owns it directly (`Bytes::from(Vec)` with spare capacity
+/// would allocate a second, shared header for it).
+pub(crate) fn encode<E: serde::Serialize>(name: &str, event: &E) -> Result<Bytes, EncodeError> {
+    let fail = |e: serde_json::Error| EncodeError {
         event: name.to_owned(),
         source: Box::new(e),
+    };
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            let result = serde_json::to_writer(&mut *buf, event);
+            let payload = result.map(|()| Bytes::copy_from_slice(&buf)).map_err(fail);
+            if buf.capacity() > SCRATCH_KEEP {
+                // Do not hold on to the memory of one huge event.
+                *buf = Vec::new();
+            }
+            payload
+        }
+        // Re-entered (a `Serialize` impl that publishes): encode directly.
+        Err(_) => serde_json::to_vec(event).map(Bytes::from).map_err(fail),
     })
+}
+
+/// Largest scratch buffer kept between events, per thread.
+const SCRATCH_KEEP: usize = 64 * 1024;
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 pub(crate) fn decode<E: serde::de::DeserializeOwned>(

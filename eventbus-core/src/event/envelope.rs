@@ -1,5 +1,7 @@
 //! The transport-independent message: metadata plus encoded payload.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -14,8 +16,10 @@ use super::{codec, header, DecodeError, EncodeError, Event, Headers, JSON_CONTEN
 pub struct Envelope {
     /// Unique message id (UUIDv7: time-ordered). The inbox deduplicates by it.
     pub id: Uuid,
-    /// Event name ([`Event::NAME`]); transports route by it.
-    pub name: String,
+    /// Event name ([`Event::NAME`]); transports route by it. Borrowed from
+    /// the event type's constant when the envelope is made from a typed
+    /// event, owned when it was received or read back.
+    pub name: Cow<'static, str>,
     /// Payload schema version ([`Event::VERSION`]).
     pub version: u32,
     /// Partition key; `None` for unkeyed events.
@@ -24,8 +28,9 @@ pub struct Envelope {
     pub headers: Headers,
     /// When the event happened (set when the envelope is created).
     pub occurred_at: DateTime<Utc>,
-    /// MIME type of `payload`.
-    pub content_type: String,
+    /// MIME type of `payload` (borrowed when it is a constant such as
+    /// [`JSON_CONTENT_TYPE`]).
+    pub content_type: Cow<'static, str>,
     /// The encoded event.
     pub payload: Bytes,
 }
@@ -37,26 +42,27 @@ impl Envelope {
     pub fn from_event<E: Event>(event: &E) -> Result<Self, EncodeError> {
         let payload = codec::encode(E::NAME, event)?;
         // One clock read for both the UUIDv7 timestamp and `occurred_at`.
-        let now = std::time::SystemTime::now();
+        let since_epoch = since_epoch(std::time::SystemTime::now());
         Ok(Self {
-            id: message_id_at(now),
-            name: E::NAME.to_owned(),
+            id: message_id_at(since_epoch),
+            name: Cow::Borrowed(E::NAME),
             version: E::VERSION,
             key: event.partition_key(),
-            headers: Headers::one_static(
-                header::TRACEPARENT,
-                crate::middleware::TraceParent::for_new_message().to_header_value(),
-            ),
-            occurred_at: DateTime::<Utc>::from(now),
-            content_type: JSON_CONTENT_TYPE.to_owned(),
-            payload: Bytes::from(payload),
+            headers: Headers::with_trace(crate::middleware::TraceParent::for_new_message()),
+            occurred_at: DateTime::from_timestamp(
+                i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX),
+                since_epoch.subsec_nanos(),
+            )
+            .unwrap_or_default(),
+            content_type: Cow::Borrowed(JSON_CONTENT_TYPE),
+            payload,
         })
     }
 
     /// Decodes the payload as `E`. Fails if the name or encoding does not match.
     pub fn decode<E: Event>(&self) -> Result<E, DecodeError> {
         if self.name != E::NAME {
-            return Err(DecodeError::UnknownEvent(self.name.clone()));
+            return Err(DecodeError::UnknownEvent(self.name.to_string()));
         }
         codec::decode(&self.name, &self.content_type, &self.payload)
     }
@@ -92,15 +98,18 @@ impl Envelope {
 /// Built from a thread-local fast RNG rather than the OS RNG: ids need to be
 /// unique, not unpredictable, and this is on the publish hot path.
 pub fn new_message_id() -> Uuid {
-    message_id_at(std::time::SystemTime::now())
+    message_id_at(since_epoch(std::time::SystemTime::now()))
 }
 
-/// A UUIDv7 message id with the timestamp of `now`.
-fn message_id_at(now: std::time::SystemTime) -> Uuid {
-    let millis = now
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+/// Time since the Unix epoch (zero for clocks set before it).
+fn since_epoch(now: std::time::SystemTime) -> std::time::Duration {
+    now.duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// A UUIDv7 message id with the timestamp `since_epoch`.
+fn message_id_at(since_epoch: std::time::Duration) -> Uuid {
+    let millis = since_epoch.as_millis() as u64;
     let random: [u8; 10] = fastrand::u128(..).to_le_bytes()[..10]
         .try_into()
         .expect("10 bytes");

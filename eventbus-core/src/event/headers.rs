@@ -2,6 +2,9 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use crate::middleware::TraceParent;
 
 /// Well-known header names.
 pub mod header {
@@ -29,8 +32,53 @@ pub mod header {
 /// and a small vector is cheaper to build, clone and drop than a tree map
 /// (one allocation instead of a node, and no pointer chasing). Serialized as
 /// a JSON object, in name order. Well-known names are kept as `&'static str`.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Headers(Vec<(Cow<'static, str>, String)>);
+///
+/// The `traceparent` of an envelope made from a typed event is kept as its
+/// [`TraceParent`] value and turned into text only when someone reads it as
+/// a header (a broker transport writing it, say): publishing in process
+/// allocates nothing for headers. It reads, iterates, compares and
+/// serializes exactly like the text header.
+#[derive(Clone, Default)]
+pub struct Headers {
+    /// Sorted by name. Holds no `traceparent` while `trace` is set.
+    entries: Vec<(Cow<'static, str>, String)>,
+    /// The `traceparent`, not yet formatted.
+    trace: Option<LazyTrace>,
+}
+
+/// A `traceparent` value and its text, formatted on first use. (The ids
+/// are kept as `u64`s so that headers need no 16-byte alignment.)
+#[derive(Clone)]
+struct LazyTrace {
+    trace_id: [u64; 2],
+    span_id: u64,
+    flags: u8,
+    text: OnceLock<Box<str>>,
+}
+
+impl LazyTrace {
+    fn new(t: TraceParent) -> Self {
+        Self {
+            trace_id: [(t.trace_id >> 64) as u64, t.trace_id as u64],
+            span_id: t.span_id,
+            flags: t.flags,
+            text: OnceLock::new(),
+        }
+    }
+
+    fn value(&self) -> TraceParent {
+        TraceParent {
+            trace_id: u128::from(self.trace_id[0]) << 64 | u128::from(self.trace_id[1]),
+            span_id: self.span_id,
+            flags: self.flags,
+        }
+    }
+
+    fn text(&self) -> &str {
+        self.text
+            .get_or_init(|| self.value().to_header_value().into_boxed_str())
+    }
+}
 
 impl std::fmt::Debug for Headers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -45,17 +93,37 @@ impl std::fmt::Debug for Headers {
     }
 }
 
+impl PartialEq for Headers {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Headers {}
+
 impl Headers {
     /// Empty headers.
     pub fn new() -> Self {
         Self::default()
     }
+    /// Headers holding just a `traceparent` for `trace` (formatted when first read).
+    pub(crate) fn with_trace(trace: TraceParent) -> Self {
+        Self {
+            entries: Vec::new(),
+            trace: Some(LazyTrace::new(trace)),
+        }
+    }
     fn find(&self, name: &str) -> Result<usize, usize> {
-        self.0.binary_search_by(|(k, _)| (**k).cmp(name))
+        self.entries.binary_search_by(|(k, _)| (**k).cmp(name))
     }
     /// The value of header `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.find(name).ok().map(|i| self.0[i].1.as_str())
+        if let Some(t) = &self.trace {
+            if name == header::TRACEPARENT {
+                return Some(t.text());
+            }
+        }
+        self.find(name).ok().map(|i| self.entries[i].1.as_str())
     }
     /// Sets header `name`, returning the previous value.
     pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) -> Option<String> {
@@ -70,34 +138,60 @@ impl Headers {
     ) -> Option<String> {
         self.insert_cow(Cow::Borrowed(name), value.into())
     }
-    /// Headers holding just `name` (a constant) = `value`, sized for it.
-    pub(crate) fn one_static(name: &'static str, value: String) -> Self {
-        Self(vec![(Cow::Borrowed(name), value)])
-    }
     fn insert_cow(&mut self, name: Cow<'static, str>, value: String) -> Option<String> {
+        let previous_trace = self.take_trace(&name);
         match self.find(&name) {
-            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, value)),
+            Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, value)),
             Err(i) => {
-                self.0.insert(i, (name, value));
-                None
+                self.entries.insert(i, (name, value));
+                previous_trace
             }
         }
     }
     /// Removes header `name`.
     pub fn remove(&mut self, name: &str) -> Option<String> {
-        self.find(name).ok().map(|i| self.0.remove(i).1)
+        if let Some(t) = self.take_trace(name) {
+            return Some(t);
+        }
+        self.find(name).ok().map(|i| self.entries.remove(i).1)
+    }
+    /// If `name` is `traceparent` and it is held unformatted: takes it out, as text.
+    fn take_trace(&mut self, name: &str) -> Option<String> {
+        if self.trace.is_none() || name != header::TRACEPARENT {
+            return None;
+        }
+        let t = self.trace.take()?;
+        let value = t.value();
+        Some(match t.text.into_inner() {
+            Some(text) => text.into_string(),
+            None => value.to_header_value(),
+        })
     }
     /// Iterates over `(name, value)` in name order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (&**k, v.as_str()))
+        let split = match &self.trace {
+            Some(_) => self
+                .entries
+                .partition_point(|(k, _)| &**k < header::TRACEPARENT),
+            None => self.entries.len(),
+        };
+        let (before, after) = self.entries.split_at(split);
+        fn entry<'a>((k, v): &'a (Cow<'static, str>, String)) -> (&'a str, &'a str) {
+            (k, v)
+        }
+        before
+            .iter()
+            .map(entry)
+            .chain(self.trace.iter().map(|t| (header::TRACEPARENT, t.text())))
+            .chain(after.iter().map(entry))
     }
     /// Number of headers.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.entries.len() + usize::from(self.trace.is_some())
     }
     /// True when there are no headers.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
     }
     /// The correlation id, if set.
     pub fn correlation_id(&self) -> Option<&str> {
@@ -111,12 +205,24 @@ impl Headers {
     pub fn traceparent(&self) -> Option<&str> {
         self.get(header::TRACEPARENT)
     }
+    /// The W3C trace context: the `traceparent` header parsed (`None` if it
+    /// is missing or malformed). Free for envelopes made from typed events,
+    /// whose trace context is kept unformatted.
+    pub fn trace_parent(&self) -> Option<TraceParent> {
+        match &self.trace {
+            Some(t) => Some(t.value()),
+            None => self.traceparent().and_then(TraceParent::parse),
+        }
+    }
 }
 
 impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Headers {
     fn from_iter<T: IntoIterator<Item = (K, V)>>(iter: T) -> Self {
         let iter = iter.into_iter();
-        let mut h = Self(Vec::with_capacity(iter.size_hint().0));
+        let mut h = Self {
+            entries: Vec::with_capacity(iter.size_hint().0),
+            trace: None,
+        };
         for (k, v) in iter {
             // Later duplicates win, as with a map.
             h.insert(k, v);
@@ -134,15 +240,17 @@ impl serde::Serialize for Headers {
 impl<'de> serde::Deserialize<'de> for Headers {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let map = BTreeMap::<String, String>::deserialize(deserializer)?;
-        Ok(Self(
-            map.into_iter().map(|(k, v)| (Cow::Owned(k), v)).collect(),
-        ))
+        Ok(Self {
+            entries: map.into_iter().map(|(k, v)| (Cow::Owned(k), v)).collect(),
+            trace: None,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Headers;
+    use super::{header, Headers};
+    use crate::middleware::TraceParent;
 
     #[test]
     fn behaves_like_a_sorted_map() {
@@ -165,5 +273,53 @@ mod tests {
         let back: Headers = serde_json::from_str(r#"{"c":"4","a":"5"}"#).unwrap();
         assert_eq!(back, h);
         assert_eq!(format!("{h:?}"), r#"Headers({"a": "5", "c": "4"})"#);
+    }
+
+    #[test]
+    fn unformatted_traceparent_behaves_like_the_text_header() {
+        let tp = TraceParent::new_root();
+        let text = tp.to_header_value();
+        let lazy = || {
+            let mut h = Headers::with_trace(tp);
+            h.insert("zz", "1");
+            h.insert("aa", "2");
+            h
+        };
+        let eager: Headers = [("zz", "1"), ("aa", "2"), (header::TRACEPARENT, &*text)]
+            .into_iter()
+            .collect();
+        let h = lazy();
+        assert_eq!(h, eager);
+        assert_eq!(eager, h);
+        assert_eq!(h.len(), 3);
+        assert_eq!(h.traceparent(), Some(&*text));
+        assert_eq!(h.trace_parent(), Some(tp));
+        assert_eq!(eager.trace_parent(), Some(tp));
+        assert_eq!(
+            h.iter().collect::<Vec<_>>(),
+            [("aa", "2"), (header::TRACEPARENT, &*text), ("zz", "1")]
+        );
+        assert_eq!(
+            serde_json::to_string(&h).unwrap(),
+            serde_json::to_string(&eager).unwrap()
+        );
+        assert_eq!(format!("{h:?}"), format!("{eager:?}"));
+        assert_eq!(h.clone(), eager);
+
+        let mut h = lazy();
+        assert_eq!(h.insert(header::TRACEPARENT, "other"), Some(text.clone()));
+        assert_eq!(h.traceparent(), Some("other"));
+        assert_eq!(h.len(), 3);
+        assert_eq!(h.trace_parent(), None, "malformed text");
+
+        let mut h = lazy();
+        assert_eq!(h.remove(header::TRACEPARENT), Some(text.clone()));
+        assert_eq!(h.traceparent(), None);
+        assert_eq!(h.len(), 2);
+        assert_eq!(h.remove(header::TRACEPARENT), None);
+
+        let mut h = Headers::with_trace(tp);
+        assert_eq!(h.insert_static(header::TRACEPARENT, "x"), Some(text));
+        assert_eq!(h.iter().collect::<Vec<_>>(), [(header::TRACEPARENT, "x")]);
     }
 }

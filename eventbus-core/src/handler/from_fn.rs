@@ -47,8 +47,8 @@ where
         self.events.clone()
     }
     fn dispatch(self: Arc<Self>, cx: Context) -> BoxFuture<'static, Result<(), HandleError>> {
-        if !self.events.contains(&cx.envelope().name.as_str()) {
-            let name = cx.envelope().name.clone();
+        if !self.events.contains(&&*cx.envelope().name) {
+            let name = cx.envelope().name.to_string();
             return Box::pin(async move { Err(HandleError::UnknownEvent(name)) });
         }
         let fut = (self.f)(cx);

@@ -7,24 +7,45 @@ mod from_fn;
 
 pub use config::{Backoff, HandlerConfig, Ordering, RetryPolicy};
 pub use context::Context;
+pub(crate) use context::ContextSlot;
 pub use error::{FailureKind, HandleError};
 pub use from_fn::{handler_fn, FnHandler};
 
+use std::future::Future;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use futures_util::future::BoxFuture;
 
 use crate::{BoxError, Event};
 
-/// Handles one event type. Implement it once per event a handler accepts.
+/// Handles one event type. Implement it once per event a handler accepts,
+/// with a plain `async fn` (no macro needed):
+///
+/// ```
+/// # use eventbus_core as eventbus;
+/// use eventbus::{BoxError, Context, Event, Handle};
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Debug, Event, Serialize, Deserialize)]
+/// # struct UserRegistered { user_id: u64 }
+/// struct Welcome;
+///
+/// impl Handle<UserRegistered> for Welcome {
+///     async fn handle(&self, e: UserRegistered, cx: &Context) -> Result<(), BoxError> {
+///         println!("welcome, user {} (attempt {})", e.user_id, cx.attempt());
+///         Ok(())
+///     }
+/// }
+/// ```
 ///
 /// Return `Err` to fail the attempt: the pipeline retries it with backoff and
 /// dead-letters it when the retry policy is exhausted. Panics count as failures.
-#[async_trait]
+///
+/// The future must be `Send` (handlers run on a multi-threaded runtime). It
+/// is not boxed: the derived [`Handler::dispatch`] holds it inline, so a
+/// delivery costs one allocation for the handler call, not two.
 pub trait Handle<E: Event>: Send + Sync + 'static {
     /// Handles one event.
-    async fn handle(&self, event: E, cx: &Context) -> Result<(), BoxError>;
+    fn handle(&self, event: E, cx: &Context) -> impl Future<Output = Result<(), BoxError>> + Send;
 }
 
 /// A subscribing component: a handler group and the events it accepts.

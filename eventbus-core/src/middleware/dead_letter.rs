@@ -17,7 +17,9 @@ pub enum Outcome {
     Handled,
     /// Retries ran out or the failure is permanent: move this envelope (the
     /// original with failure headers) to the dead-letter destination.
-    DeadLetter(Envelope),
+    /// (Boxed: the outcome travels back through every layer, and the common
+    /// case should not carry an envelope's worth of bytes.)
+    DeadLetter(Box<Envelope>),
 }
 
 /// Catches the error that survives the retry layer and answers
@@ -110,7 +112,9 @@ where
                     attempts = req.attempts_made(),
                     "giving up on message; dead-lettering it"
                 );
-                Poll::Ready(Ok(Outcome::DeadLetter(dead_letter_envelope(req, &e))))
+                Poll::Ready(Ok(Outcome::DeadLetter(Box::new(dead_letter_envelope(
+                    req, &e,
+                )))))
             }
         }
     }

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{ready, Context as TaskContext, Poll};
 
 use futures_util::future::BoxFuture;
@@ -27,21 +28,59 @@ impl RetryLayer {
     }
 }
 
-impl<S> Layer<S> for RetryLayer {
+impl<S: Clone> Layer<S> for RetryLayer {
     type Service = Retry<S>;
     fn layer(&self, inner: S) -> Retry<S> {
-        Retry {
-            inner,
-            policy: self.policy,
-        }
+        Retry::new(inner, self.policy)
     }
 }
 
 /// See [`RetryLayer`].
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Retry<S> {
     inner: S,
+    /// A copy of `inner` (and the policy) for the later attempts of a
+    /// delivery, shared with this service's futures: the first attempt
+    /// costs no clone of the inner stack, only a delivery that fails copies
+    /// it. Each clone of the service (each worker) gets its own, so workers
+    /// share no reference count. (The mutex makes it shareable for services
+    /// that are `Send` but not `Sync`; it is only taken to copy.)
+    spare: Arc<Spare<S>>,
+}
+
+/// See [`Retry`].
+#[derive(Debug)]
+struct Spare<S> {
+    service: Mutex<S>,
     policy: RetryPolicy,
+}
+
+impl<S: Clone> Spare<S> {
+    fn service(&self) -> S {
+        self.service
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl<S: Clone> Retry<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, policy: RetryPolicy) -> Self {
+        Self {
+            spare: Arc::new(Spare {
+                service: Mutex::new(inner.clone()),
+                policy,
+            }),
+            inner,
+        }
+    }
+}
+
+impl<S: Clone> Clone for Retry<S> {
+    fn clone(&self) -> Self {
+        Self::new(self.inner.clone(), self.spare.policy)
+    }
 }
 
 // ===== impl Retry =====
@@ -61,12 +100,12 @@ where
     }
 
     fn call(&mut self, req: Context) -> Self::Future {
-        // The first attempt uses the service that was polled ready; a clone
-        // is kept for later attempts (the future must be 'static).
+        // The first attempt uses the service that was polled ready; later
+        // attempts copy the spare (the future must be 'static).
         let fut = self.inner.call(req.clone());
         RetryFuture::First {
             fut,
-            retry: Some((req, self.inner.clone(), self.policy)),
+            retry: Some((req, self.spare.clone())),
         }
     }
 }
@@ -80,7 +119,7 @@ pin_project! {
         First {
             #[pin]
             fut: F,
-            retry: Option<(Context, S, RetryPolicy)>,
+            retry: Option<(Context, Arc<Spare<S>>)>,
         },
         /// Later attempts.
         Retrying { fut: BoxFuture<'static, Result<R, HandleError>> },
@@ -89,7 +128,7 @@ pin_project! {
 
 impl<S, R> Future for RetryFuture<S, S::Future, R>
 where
-    S: Service<Context, Response = R, Error = HandleError> + Send + 'static,
+    S: Service<Context, Response = R, Error = HandleError> + Clone + Send + 'static,
     S::Future: Send + 'static,
     R: Send + 'static,
 {
@@ -103,12 +142,12 @@ where
                         Ok(r) => return Poll::Ready(Ok(r)),
                         Err(e) => e,
                     };
-                    let (req, svc, policy) =
-                        retry.take().expect("RetryFuture polled after completion");
+                    let (req, spare) = retry.take().expect("RetryFuture polled after completion");
+                    let policy = spare.policy;
                     if !e.is_retryable() || req.attempt() >= policy.max_attempts {
                         return Poll::Ready(Err(e));
                     }
-                    let fut = Box::pin(retry_after(e, req, svc, policy));
+                    let fut = Box::pin(retry_after(e, req, spare.service(), policy));
                     self.set(RetryFuture::Retrying { fut });
                 }
                 RetryProj::Retrying { fut } => return fut.as_mut().poll(cx),

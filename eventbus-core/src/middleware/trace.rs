@@ -1,8 +1,6 @@
 //! A tracing span per delivery, continuing the publisher's W3C trace.
 
-use std::cell::Cell;
 use std::fmt;
-use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
 use tokio::task::futures::TaskLocalFuture;
@@ -33,38 +31,32 @@ tokio::task_local! {
 ///
 /// Resolved on first use — by an enabled `eventbus.handle` span, or by the
 /// handler publishing — so a delivery nobody traces skips parsing its
-/// `traceparent` and drawing a span id.
+/// `traceparent` and drawing a span id. Kept in the delivery's [`Context`],
+/// so all attempts share it and the task-local holds one pointer.
 #[derive(Debug)]
-pub struct CurrentTrace {
-    resolved: Cell<Option<TraceParent>>,
-    /// The delivery whose `traceparent` header the context continues.
-    delivery: Option<Arc<Envelope>>,
+pub struct CurrentTrace(TraceSource);
+
+#[derive(Debug)]
+enum TraceSource {
+    /// The delivery being handled.
+    Delivery(Context),
+    /// A fixed context ([`TraceParent::scope`]).
+    Fixed(Box<TraceParent>),
 }
 
 impl CurrentTrace {
-    fn resolved(trace: TraceParent) -> Self {
-        Self {
-            resolved: Cell::new(Some(trace)),
-            delivery: None,
-        }
-    }
-
     fn get(&self) -> TraceParent {
-        if let Some(t) = self.resolved.get() {
-            return t;
+        match &self.0 {
+            TraceSource::Delivery(cx) => cx.trace(|env| continue_trace(Some(env)).1),
+            TraceSource::Fixed(t) => **t,
         }
-        let (_, trace) = continue_trace(self.delivery.as_deref());
-        self.resolved.set(Some(trace));
-        trace
     }
 }
 
 /// The publisher's trace context from `envelope`'s header (if valid), and the
 /// context of the handling span: a child of it, or a new root.
 fn continue_trace(envelope: Option<&Envelope>) -> (Option<TraceParent>, TraceParent) {
-    let parent = envelope
-        .and_then(|e| e.headers.traceparent())
-        .and_then(TraceParent::parse);
+    let parent = envelope.and_then(|e| e.headers.trace_parent());
     let trace = parent
         .map(|p| p.child())
         .unwrap_or_else(TraceParent::new_root);
@@ -75,8 +67,8 @@ impl TraceParent {
     /// A new root trace (random ids, sampled).
     pub fn new_root() -> Self {
         Self {
-            trace_id: fastrand::u128(1..),
-            span_id: fastrand::u64(1..),
+            trace_id: nonzero(fastrand::u128(..), || fastrand::u128(..)),
+            span_id: new_span_id(),
             flags: 1,
         }
     }
@@ -117,7 +109,7 @@ impl TraceParent {
     /// A child span in the same trace.
     pub fn child(&self) -> Self {
         Self {
-            span_id: fastrand::u64(1..),
+            span_id: new_span_id(),
             ..*self
         }
     }
@@ -137,8 +129,25 @@ impl TraceParent {
 
     /// Runs `fut` with `self` as the current trace context.
     pub async fn scope<F: std::future::Future>(self, fut: F) -> F::Output {
-        CURRENT.scope(CurrentTrace::resolved(self), fut).await
+        CURRENT
+            .scope(CurrentTrace(TraceSource::Fixed(Box::new(self))), fut)
+            .await
     }
+}
+
+/// A random, non-zero span id.
+fn new_span_id() -> u64 {
+    nonzero(fastrand::u64(..), || fastrand::u64(..))
+}
+
+/// `first`, or (in the rare case it is zero, which W3C ids must not be)
+/// the first non-zero value of `again`. Cheaper than sampling a range.
+fn nonzero<T: Default + PartialEq>(first: T, mut again: impl FnMut() -> T) -> T {
+    let mut v = first;
+    while v == T::default() {
+        v = again();
+    }
+    v
 }
 
 /// Hex digit values by byte; `0xff` for bytes that are not hex digits.
@@ -243,21 +252,17 @@ where
             parent_span_id = tracing::field::Empty,
             redelivered = req.redelivered(),
         );
-        let current = if span.is_disabled() {
-            CurrentTrace {
-                resolved: Cell::new(None),
-                delivery: Some(req.envelope_arc().clone()),
-            }
-        } else {
+        if !span.is_disabled() {
             let (parent, trace) = continue_trace(Some(env));
+            let trace = req.set_trace(trace);
             span.record("trace_id", format_args!("{:032x}", trace.trace_id));
             span.record("span_id", format_args!("{:016x}", trace.span_id));
             span.record(
                 "parent_span_id",
                 format_args!("{:016x}", parent.map(|p| p.span_id).unwrap_or(0)),
             );
-            CurrentTrace::resolved(trace)
-        };
+        }
+        let current = CurrentTrace(TraceSource::Delivery(req.clone()));
         let fut = self.inner.call(req);
         CURRENT.scope(current, fut).instrument(span)
     }

@@ -427,12 +427,16 @@ pub(crate) fn envelope_from_columns(
         serde_json::from_str(headers).map_err(|e| format!("unreadable headers: {e}"))?;
     Ok(Envelope {
         id,
-        name,
+        name: name.into(),
         version: u32::try_from(version).map_err(|_| format!("bad version {version}"))?,
         key,
         headers,
         occurred_at,
-        content_type,
+        content_type: if content_type == crate::event::JSON_CONTENT_TYPE {
+            crate::event::JSON_CONTENT_TYPE.into()
+        } else {
+            content_type.into()
+        },
         payload: payload.into(),
     })
 }

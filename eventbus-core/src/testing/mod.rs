@@ -40,12 +40,12 @@ pub fn envelope(name: &str, key: Option<&str>, n: u64) -> Envelope {
     headers.insert("x-test-n", n.to_string());
     Envelope {
         id: crate::event::new_message_id(),
-        name: name.to_owned(),
+        name: name.to_owned().into(),
         version: 1,
         key: key.map(str::to_owned),
         headers,
         occurred_at: Utc::now(),
-        content_type: JSON.to_owned(),
+        content_type: JSON.into(),
         payload: Bytes::from(format!("{{\"n\":{n}}}")),
     }
 }

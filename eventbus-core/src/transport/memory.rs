@@ -15,7 +15,13 @@
 //! Each queue has its own lock; publishers, consumers and ackers of
 //! different groups never contend. Consumers pull from their queue (no
 //! per-consumer channel), so a busy consumer takes a message without any
-//! wake-up, and an idle one is woken once.
+//! wake-up, and an idle one is woken once; the bus's receiver takes
+//! everything ready under one lock. Nothing on the per-message path is
+//! boxed: publishing with room in the queue and settling complete
+//! synchronously ([`TransportFuture::ready`]), and a delivery's acker travels
+//! inline. The bus's workers settle the acks of deliveries they handled back
+//! to back under one lock, and acked messages are freed by the next
+//! publisher (where they were allocated) rather than by the acking thread.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -28,8 +34,8 @@ use futures_util::Stream;
 use tokio::sync::Notify;
 
 use super::{
-    dead_letter_name, Acker, Delivery, Publisher, Subscriber, Subscription, SubscriptionSpec,
-    TransportError,
+    dead_letter_name, Delivery, Publisher, Subscriber, Subscription, SubscriptionSpec,
+    TransportError, TransportFuture,
 };
 use crate::Envelope;
 
@@ -144,26 +150,179 @@ impl Hasher for FastHasher {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        // Eight bytes per step: event names are hashed on every publish.
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let word = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+            self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         }
+        let mut tail = [0u8; 8];
+        let rest = chunks.remainder();
+        tail[..rest.len()].copy_from_slice(rest);
+        let word = u64::from_le_bytes(tail) ^ (rest.len() as u64) << 59;
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
     fn write_u64(&mut self, n: u64) {
         self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
 
+/// Delivered, unsettled messages, by delivery tag.
+///
+/// A slab: a tag is a slot index plus that slot's generation, so settling
+/// finds its message without hashing, slots are reused as deliveries are
+/// settled (the slab grows only to the most deliveries ever unacked at
+/// once), and an old tag whose slot was reused finds a different
+/// generation there: settled already.
+#[derive(Default)]
+struct Unacked {
+    slots: Vec<Slot>,
+    /// Indices of free slots.
+    free: Vec<u32>,
+    len: usize,
+}
+
+enum Slot {
+    Free {
+        generation: u32,
+    },
+    Used {
+        generation: u32,
+        consumer: u64,
+        msg: Message,
+    },
+}
+
+impl Unacked {
+    /// Stores `msg`, delivered to `consumer`; returns its tag.
+    fn insert(&mut self, consumer: u64, msg: Message) -> u64 {
+        self.len += 1;
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot::Free { generation: 0 });
+                u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 unacked deliveries")
+            }
+        };
+        let slot = &mut self.slots[index as usize];
+        let generation = match slot {
+            Slot::Free { generation } => *generation,
+            Slot::Used { .. } => unreachable!("free list holds a used slot"),
+        };
+        *slot = Slot::Used {
+            generation,
+            consumer,
+            msg,
+        };
+        u64::from(generation) << 32 | u64::from(index)
+    }
+
+    /// Takes the message of `tag` out: `(consumer, message)`.
+    fn remove(&mut self, tag: u64) -> Option<(u64, Message)> {
+        let index = tag as u32;
+        let slot = self.slots.get_mut(index as usize)?;
+        match slot {
+            Slot::Used { generation, .. } if u64::from(*generation) == tag >> 32 => {
+                let next = Slot::Free {
+                    generation: generation.wrapping_add(1),
+                };
+                let Slot::Used { consumer, msg, .. } = std::mem::replace(slot, next) else {
+                    unreachable!()
+                };
+                self.free.push(index);
+                self.len -= 1;
+                Some((consumer, msg))
+            }
+            _ => None,
+        }
+    }
+
+    /// Tags of `consumer`'s deliveries.
+    fn tags_of(&self, consumer: u64) -> Vec<u64> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match s {
+                Slot::Used {
+                    generation,
+                    consumer: c,
+                    ..
+                } if *c == consumer => Some(u64::from(*generation) << 32 | i as u64),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+}
+
 #[derive(Default)]
 struct Queue {
     ready: VecDeque<Message>,
-    /// delivery tag → (consumer id, message)
-    unacked: HashMap<u64, (u64, Message), BuildHasherDefault<FastHasher>>,
+    unacked: Unacked,
     consumers: Vec<Consumer>,
-    next_tag: u64,
     next_seq: u64,
     /// A publisher waits on `space`.
     publishers_waiting: bool,
     closed: bool,
+    /// Acked messages left for the next publisher to drop (see [`Garbage`]).
+    garbage: Garbage,
+}
+
+/// Acked messages whose memory publishers to the queue free.
+///
+/// A message is allocated on the publisher's thread and usually acked on a
+/// worker's; freeing it there makes the two threads contend for the
+/// allocator (glibc's arena locks) on every message. Instead, acked
+/// messages wait here and each publish (which takes the queue lock anyway)
+/// takes up to [`Garbage::PER_PUBLISH`] of them to drop: freed where they
+/// were allocated, a few at a time, so the allocator's thread cache hands
+/// the memory straight to the next messages. Bounded: past
+/// [`Garbage::MAX_LEN`] messages or [`Garbage::MAX_BYTES`] of payload the
+/// acking side frees them itself, so little memory waits for a publisher.
+#[derive(Default)]
+struct Garbage {
+    messages: Vec<Message>,
+    bytes: usize,
+}
+
+impl Garbage {
+    const MAX_LEN: usize = 512;
+    const MAX_BYTES: usize = 256 * 1024;
+    /// Most messages one publish takes: one (one freed per one allocated
+    /// keeps the thread cache balanced), two while more than
+    /// [`Garbage::BACKLOG`] wait, so that publishing drains what acking adds.
+    const PER_PUBLISH: usize = 2;
+    const BACKLOG: usize = 64;
+
+    /// Keeps `msg` for a publisher to drop; returns what the caller has to
+    /// drop itself (once the lock is released) when the bound is reached.
+    fn keep(&mut self, msg: Message) -> Option<Vec<Message>> {
+        self.bytes += msg.envelope.payload.len();
+        self.messages.push(msg);
+        if self.messages.len() >= Self::MAX_LEN || self.bytes >= Self::MAX_BYTES {
+            self.bytes = 0;
+            return Some(std::mem::take(&mut self.messages));
+        }
+        None
+    }
+
+    /// A few kept messages, for a publisher to drop once the lock is released.
+    fn take(&mut self) -> [Option<Message>; Self::PER_PUBLISH] {
+        let n = if self.messages.len() > Self::BACKLOG {
+            Self::PER_PUBLISH
+        } else {
+            1
+        };
+        let taken: [Option<Message>; Self::PER_PUBLISH] =
+            std::array::from_fn(|i| if i < n { self.messages.pop() } else { None });
+        for m in taken.iter().flatten() {
+            self.bytes = self.bytes.saturating_sub(m.envelope.payload.len());
+        }
+        taken
+    }
 }
 
 impl Queue {
@@ -174,6 +333,13 @@ impl Queue {
             envelope,
             redelivered: false,
         });
+    }
+
+    /// [`Queue::push_new`] for a publisher, which also takes a few of the
+    /// acked messages waiting to be freed (drop them after the lock).
+    fn publish(&mut self, envelope: Arc<Envelope>) -> [Option<Message>; Garbage::PER_PUBLISH] {
+        self.push_new(envelope);
+        self.garbage.take()
     }
 
     /// Puts a previously delivered message back at its original position.
@@ -203,7 +369,7 @@ impl Queue {
 
     /// Removes delivery `tag` from the unacked set, returning the message.
     fn settle(&mut self, tag: u64) -> Result<Message, TransportError> {
-        let (consumer, msg) = self.unacked.remove(&tag).ok_or(TransportError::Settled)?;
+        let (consumer, msg) = self.unacked.remove(tag).ok_or(TransportError::Settled)?;
         if let Some(c) = self.consumers.iter_mut().find(|c| c.id == consumer) {
             c.in_flight = c.in_flight.saturating_sub(1);
         }
@@ -321,28 +487,77 @@ impl MemoryTransport {
             in_flight: 0,
             waker: None,
         });
-        Ok(Subscription::new(MemoryStream {
+        Ok(Subscription::memory(MemoryStream {
             queue: qs,
             consumer: id,
         }))
     }
 
+    /// The queues bound to `name` (`None`: unroutable, like an AMQP
+    /// exchange without bindings).
+    fn targets(&self, name: &str) -> Result<Option<Arc<[Arc<QueueShared>]>>, TransportError> {
+        let state = self.shared.lock();
+        if state.closed {
+            return Err(TransportError::Closed);
+        }
+        Ok(state.routes.get(name).cloned())
+    }
+
+    /// Routes `envelope` without waiting: `Ok` with the outcome once it is
+    /// in every bound queue (or failed), `Err` with the envelope untouched
+    /// when a queue is full and the publisher has to wait ([`Self::route`]).
+    fn try_route(
+        &self,
+        envelope: Arc<Envelope>,
+    ) -> Result<Result<(), TransportError>, Arc<Envelope>> {
+        let targets = match self.targets(&envelope.name) {
+            Ok(Some(t)) => t,
+            Ok(None) => return Ok(Ok(())),
+            Err(e) => return Ok(Err(e)),
+        };
+        if let [q] = &*targets {
+            // One group (the common case): check for room and push under one lock.
+            let (wakers, garbage) = {
+                let mut g = q.lock();
+                if g.closed {
+                    return Ok(Err(TransportError::Closed));
+                }
+                if g.ready.len() >= q.max_len {
+                    return Err(envelope);
+                }
+                let garbage = g.publish(envelope);
+                (g.wakers(), garbage)
+            };
+            wakers.wake();
+            drop(garbage);
+            return Ok(Ok(()));
+        }
+        // Fan-out: only if every queue has room, so that no group gets it
+        // while another is still waiting.
+        for q in targets.iter() {
+            let g = q.lock();
+            if g.closed {
+                return Ok(Err(TransportError::Closed));
+            }
+            if g.ready.len() >= q.max_len {
+                return Err(envelope);
+            }
+        }
+        push_all(&targets, &envelope);
+        Ok(Ok(()))
+    }
+
     /// Routes `envelope` to every queue bound to its name, waiting while any
     /// of them is full.
     async fn route(&self, envelope: Arc<Envelope>) -> Result<(), TransportError> {
-        let targets = {
-            let state = self.shared.lock();
-            if state.closed {
-                return Err(TransportError::Closed);
-            }
-            match state.routes.get(&envelope.name) {
-                Some(t) => t.clone(),
-                // No group subscribed: unroutable, like an AMQP exchange without bindings.
-                None => return Ok(()),
-            }
+        let envelope = match self.try_route(envelope) {
+            Ok(done) => return done,
+            Err(envelope) => envelope,
+        };
+        let Some(targets) = self.targets(&envelope.name)? else {
+            return Ok(());
         };
         if let [q] = &*targets {
-            // One group (the common case): wait for room and push under one lock.
             let mut envelope = Some(envelope);
             loop {
                 let notified = q.space.notified();
@@ -353,8 +568,8 @@ impl MemoryTransport {
                         return Err(TransportError::Closed);
                     }
                     if g.ready.len() < q.max_len {
-                        g.push_new(envelope.take().expect("pushed once"));
-                        Some(g.wakers())
+                        let garbage = g.publish(envelope.take().expect("pushed once"));
+                        Some((g.wakers(), garbage))
                     } else {
                         g.publishers_waiting = true;
                         notified.as_mut().enable();
@@ -362,8 +577,9 @@ impl MemoryTransport {
                     }
                 };
                 match wakers {
-                    Some(w) => {
+                    Some((w, garbage)) => {
                         w.wake();
+                        drop(garbage);
                         return Ok(());
                     }
                     None => notified.await,
@@ -395,15 +611,21 @@ impl MemoryTransport {
             }
             break;
         }
-        for q in targets.iter() {
-            let wakers = {
-                let mut g = q.lock();
-                g.push_new(envelope.clone());
-                g.wakers()
-            };
-            wakers.wake();
-        }
+        push_all(&targets, &envelope);
         Ok(())
+    }
+}
+
+/// Pushes `envelope` to every queue of `targets` (room was checked).
+fn push_all(targets: &[Arc<QueueShared>], envelope: &Arc<Envelope>) {
+    for q in targets {
+        let (wakers, garbage) = {
+            let mut g = q.lock();
+            let garbage = g.publish(envelope.clone());
+            (g.wakers(), garbage)
+        };
+        wakers.wake();
+        drop(garbage);
     }
 }
 
@@ -413,8 +635,12 @@ impl Publisher for MemoryTransport {
         self.route(Arc::new(envelope.clone())).await
     }
 
-    async fn publish_shared(&self, envelope: Arc<Envelope>) -> Result<(), TransportError> {
-        self.route(envelope).await
+    fn publish_shared(&self, envelope: Arc<Envelope>) -> TransportFuture<'_> {
+        // Synchronous while the queues have room: no future to box.
+        match self.try_route(envelope) {
+            Ok(done) => TransportFuture::ready(done),
+            Err(envelope) => TransportFuture::new(self.route(envelope)),
+        }
     }
 
     async fn publish_batch(&self, envelopes: &[Envelope]) -> Result<(), TransportError> {
@@ -459,13 +685,31 @@ impl Subscriber for MemoryTransport {
     }
 }
 
-struct MemoryAcker {
+/// Settles one delivery of a memory queue, synchronously. Travels inline
+/// in its [`Delivery`] (no allocation per delivery).
+pub(super) struct MemoryAcker {
     queue: Arc<QueueShared>,
     tag: u64,
     settled: bool,
 }
 
 impl MemoryAcker {
+    pub(super) fn ack(mut self) -> Result<(), TransportError> {
+        self.finish(Outcome::Ack)
+    }
+
+    pub(super) fn nack(mut self, requeue: bool) -> Result<(), TransportError> {
+        self.finish(if requeue {
+            Outcome::Requeue
+        } else {
+            Outcome::Drop
+        })
+    }
+
+    pub(super) fn dead_letter(mut self, envelope: Envelope) -> Result<(), TransportError> {
+        self.finish(Outcome::DeadLetter(Box::new(envelope)))
+    }
+
     fn finish(&mut self, outcome: Outcome) -> Result<(), TransportError> {
         self.settled = true;
         let qs = &self.queue;
@@ -482,6 +726,7 @@ impl MemoryAcker {
             (msg, q.wakers())
         };
         wakers.wake();
+        // Freed outside the lock.
         drop(msg);
         if let Outcome::DeadLetter(envelope) = outcome {
             let Some(transport) = qs.transport.upgrade() else {
@@ -492,7 +737,7 @@ impl MemoryAcker {
                 .queue(&transport, &dead_letter_name(&qs.name));
             let wakers = {
                 let mut q = dlq.lock();
-                q.push_new(Arc::new(envelope));
+                q.push_new(Arc::from(envelope));
                 q.wakers()
             };
             wakers.wake();
@@ -501,11 +746,89 @@ impl MemoryAcker {
     }
 }
 
+/// Acks of memory deliveries, settled together: one lock per queue for a
+/// run of deliveries instead of one per delivery.
+///
+/// The bus's workers use it for deliveries handled back to back without
+/// waiting, and settle the batch before they wait for anything, so an ack
+/// is held back for no more than the time it takes to run the next few
+/// handlers. Dropping the batch settles it.
+#[derive(Default)]
+pub(crate) struct AckBatch {
+    ackers: Vec<MemoryAcker>,
+}
+
+impl AckBatch {
+    /// Most acks held before they are settled anyway.
+    const MAX: usize = 64;
+
+    pub(super) fn push(&mut self, acker: MemoryAcker) {
+        self.ackers.push(acker);
+        if self.ackers.len() >= Self::MAX {
+            self.settle();
+        }
+    }
+
+    /// Settles every held ack; failures (deliveries already settled, say
+    /// because their consumer went away and they were requeued) are logged.
+    pub(crate) fn settle(&mut self) {
+        let mut ackers = std::mem::take(&mut self.ackers);
+        let mut rest = &mut ackers[..];
+        while let Some(first) = rest.first() {
+            let queue = first.queue.clone();
+            // Ackers of the same queue are adjacent in practice (one worker
+            // serves one group); settle each run under one lock.
+            let run = rest
+                .iter()
+                .position(|a| !Arc::ptr_eq(&a.queue, &queue))
+                .unwrap_or(rest.len());
+            let (now, later) = rest.split_at_mut(run);
+            let mut failed = 0usize;
+            let mut overflow = Vec::new();
+            let wakers = {
+                let mut q = queue.lock();
+                for acker in now.iter_mut() {
+                    acker.settled = true;
+                    match q.settle(acker.tag) {
+                        // Freed by the next publisher (see `Garbage`).
+                        Ok(msg) => {
+                            if let Some(full) = q.garbage.keep(msg) {
+                                overflow.extend(full);
+                            }
+                        }
+                        Err(_) => failed += 1,
+                    }
+                }
+                q.wakers()
+            };
+            wakers.wake();
+            // Freed outside the lock.
+            drop(overflow);
+            if failed > 0 {
+                tracing::warn!(
+                    queue = %queue.name,
+                    failed,
+                    "could not settle deliveries (already settled or consumer gone)"
+                );
+            }
+            rest = later;
+        }
+        ackers.clear();
+        self.ackers = ackers;
+    }
+}
+
+impl Drop for AckBatch {
+    fn drop(&mut self) {
+        self.settle();
+    }
+}
+
 enum Outcome {
     Ack,
     Requeue,
     Drop,
-    DeadLetter(Envelope),
+    DeadLetter(Box<Envelope>),
 }
 
 impl Drop for MemoryAcker {
@@ -518,27 +841,10 @@ impl Drop for MemoryAcker {
     }
 }
 
-#[async_trait]
-impl Acker for MemoryAcker {
-    async fn ack(mut self: Box<Self>) -> Result<(), TransportError> {
-        self.finish(Outcome::Ack)
-    }
-    async fn nack(mut self: Box<Self>, requeue: bool) -> Result<(), TransportError> {
-        self.finish(if requeue {
-            Outcome::Requeue
-        } else {
-            Outcome::Drop
-        })
-    }
-    async fn dead_letter(mut self: Box<Self>, envelope: Envelope) -> Result<(), TransportError> {
-        self.finish(Outcome::DeadLetter(envelope))
-    }
-}
-
 /// One consumer's deliveries, pulled from its queue. Dropping it requeues
 /// every unacked delivery of this consumer, in original order, flagged
 /// redelivered; their ackers then find them settled.
-struct MemoryStream {
+pub(super) struct MemoryStream {
     queue: Arc<QueueShared>,
     consumer: u64,
 }
@@ -548,17 +854,15 @@ impl Drop for MemoryStream {
         let wakers = {
             let mut q = self.queue.lock();
             q.consumers.retain(|c| c.id != self.consumer);
-            let mut mine: Vec<u64> = q
+            let mut mine: Vec<Message> = q
                 .unacked
-                .iter()
-                .filter(|(_, (c, _))| *c == self.consumer)
-                .map(|(t, _)| *t)
+                .tags_of(self.consumer)
+                .into_iter()
+                .filter_map(|t| q.unacked.remove(t).map(|(_, m)| m))
                 .collect();
-            mine.sort_unstable();
-            for t in mine {
-                if let Some((_, m)) = q.unacked.remove(&t) {
-                    q.requeue(m);
-                }
+            mine.sort_unstable_by_key(|m| m.seq);
+            for m in mine {
+                q.requeue(m);
             }
             q.wakers()
         };
@@ -566,38 +870,62 @@ impl Drop for MemoryStream {
     }
 }
 
-impl Stream for MemoryStream {
-    type Item = Result<Delivery, TransportError>;
-    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
-        let this = &*self;
-        let qs = &this.queue;
+/// What [`MemoryStream::take`] found besides deliveries.
+pub(super) enum Taken {
+    /// Nothing more ready now (or no credit left); the stream goes on.
+    Pending,
+    /// The consumer or the transport was closed.
+    Ended,
+}
+
+impl MemoryStream {
+    /// Takes up to `max` ready messages (within the consumer's prefetch)
+    /// under one lock, appending their deliveries to `out`.
+    pub(super) fn take(&self, max: usize, out: &mut Vec<Delivery>) -> Taken {
+        self.take_with(max, |d| out.push(d), None)
+    }
+
+    /// [`MemoryStream::take`]; when nothing could be taken, registers
+    /// `waker` (if given) to be woken once a message is ready for this
+    /// consumer.
+    fn take_with(&self, max: usize, mut out: impl FnMut(Delivery), waker: Option<&Waker>) -> Taken {
+        let qs = &self.queue;
         let mut q = qs.lock();
         if q.closed {
-            return Poll::Ready(None);
+            return Taken::Ended;
         }
-        let Some(ci) = q.consumers.iter().position(|c| c.id == this.consumer) else {
-            return Poll::Ready(None);
+        let Some(ci) = q.consumers.iter().position(|c| c.id == self.consumer) else {
+            return Taken::Ended;
         };
-        let has_credit = q.consumers[ci].in_flight < q.consumers[ci].prefetch;
-        let msg = if has_credit {
-            q.ready.pop_front()
-        } else {
-            None
-        };
-        let Some(msg) = msg else {
-            let c = &mut q.consumers[ci];
-            match &c.waker {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                _ => c.waker = Some(cx.waker().clone()),
+        let credit =
+            q.consumers[ci].prefetch - q.consumers[ci].in_flight.min(q.consumers[ci].prefetch);
+        let n = credit.min(max).min(q.ready.len());
+        if n == 0 {
+            if let Some(waker) = waker {
+                let c = &mut q.consumers[ci];
+                match &c.waker {
+                    Some(w) if w.will_wake(waker) => {}
+                    _ => c.waker = Some(waker.clone()),
+                }
             }
-            return Poll::Pending;
-        };
-        q.next_tag += 1;
-        let tag = q.next_tag;
-        q.consumers[ci].in_flight += 1;
-        let envelope = msg.envelope.clone();
-        let redelivered = msg.redelivered;
-        q.unacked.insert(tag, (this.consumer, msg));
+            return Taken::Pending;
+        }
+        q.consumers[ci].in_flight += n;
+        for _ in 0..n {
+            let msg = q.ready.pop_front().expect("counted");
+            let envelope = msg.envelope.clone();
+            let redelivered = msg.redelivered;
+            let tag = q.unacked.insert(self.consumer, msg);
+            out(Delivery::memory(
+                envelope,
+                redelivered,
+                MemoryAcker {
+                    queue: qs.clone(),
+                    tag,
+                    settled: false,
+                },
+            ));
+        }
         let wake_publishers = q.publishers_waiting && q.ready.len() < qs.low_water();
         if wake_publishers {
             q.publishers_waiting = false;
@@ -606,15 +934,21 @@ impl Stream for MemoryStream {
         if wake_publishers {
             qs.space.notify_waiters();
         }
-        Poll::Ready(Some(Ok(Delivery::new(
-            envelope,
-            redelivered,
-            Box::new(MemoryAcker {
-                queue: qs.clone(),
-                tag,
-                settled: false,
-            }),
-        ))))
+        Taken::Pending
+    }
+}
+
+impl Stream for MemoryStream {
+    type Item = Result<Delivery, TransportError>;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        let mut one = None;
+        match self.take_with(1, |d| one = Some(d), Some(cx.waker())) {
+            Taken::Ended => Poll::Ready(None),
+            Taken::Pending => match one {
+                Some(d) => Poll::Ready(Some(Ok(d))),
+                None => Poll::Pending,
+            },
+        }
     }
 }
 
@@ -636,6 +970,58 @@ mod tests {
             }
             Ok(())
         })
+    }
+
+    #[test]
+    fn unacked_tags_are_reused_with_a_new_generation() {
+        let msg = |seq| Message {
+            seq,
+            envelope: Arc::new(envelope("ev", None, seq)),
+            redelivered: false,
+        };
+        let mut u = Unacked::default();
+        let a = u.insert(1, msg(1));
+        let b = u.insert(2, msg(2));
+        assert_eq!(u.len(), 2);
+        assert_eq!(u.remove(a).map(|(c, m)| (c, m.seq)), Some((1, 1)));
+        assert!(u.remove(a).is_none(), "settled twice");
+        let c = u.insert(1, msg(3));
+        assert_ne!(c, a, "reused slot kept its tag");
+        assert!(u.remove(a).is_none(), "stale tag settled the new delivery");
+        assert_eq!(u.tags_of(1), vec![c]);
+        assert_eq!(u.remove(b).map(|(c, m)| (c, m.seq)), Some((2, 2)));
+        assert_eq!(u.remove(c).map(|(_, m)| m.seq), Some(3));
+        assert_eq!(u.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn acked_messages_are_freed_by_publishers_within_bounds() {
+        let t = MemoryTransport::new();
+        let mut sub = t
+            .subscribe(SubscriptionSpec::new("g-gc", ["ev.gc"]).prefetch(64))
+            .await
+            .unwrap();
+        let mut batch = AckBatch::default();
+        for n in 0..10 {
+            t.publish(&envelope("ev.gc", None, n)).await.unwrap();
+            let (_, _, acker) = expect_delivery(&mut sub, "gc").await.into_parts();
+            assert!(acker.ack_in(&mut batch).is_none());
+        }
+        batch.settle();
+        let q = t.shared.lock().queues["g-gc"].clone();
+        assert_eq!(q.lock().garbage.messages.len(), 10);
+        assert_eq!(t.queue_stats("g-gc").unwrap().unacked, 0);
+        t.publish(&envelope("ev.gc", None, 10)).await.unwrap();
+        assert_eq!(q.lock().garbage.messages.len(), 9, "publish freed one");
+        // Past the bound the acking side frees them itself.
+        for n in 0..Garbage::MAX_LEN as u64 {
+            q.lock().garbage.keep(Message {
+                seq: n,
+                envelope: Arc::new(envelope("ev.gc", None, n)),
+                redelivered: false,
+            });
+        }
+        assert!(q.lock().garbage.messages.len() < Garbage::MAX_LEN);
     }
 
     #[tokio::test]

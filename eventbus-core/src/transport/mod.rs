@@ -31,11 +31,13 @@ pub mod amqp;
 pub mod memory;
 
 use std::fmt;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
 use async_trait::async_trait;
+use futures_util::future::BoxFuture;
 use futures_util::Stream;
 
 use crate::{BoxError, Envelope};
@@ -97,10 +99,15 @@ pub trait Publisher: Send + Sync + 'static {
     /// Publishes one envelope; returns after the transport confirmed it.
     async fn publish(&self, envelope: &Envelope) -> Result<(), TransportError>;
 
-    /// Publishes a shared envelope. Transports that keep messages in memory
-    /// override this to avoid copying it; the default calls `publish`.
-    async fn publish_shared(&self, envelope: Arc<Envelope>) -> Result<(), TransportError> {
-        self.publish(&envelope).await
+    /// Publishes a shared envelope (what [`EventPublisher`](crate::EventPublisher)
+    /// calls for every event). The default calls `publish`.
+    ///
+    /// Not an `async fn`: a transport that can confirm at once (an in-process
+    /// queue with room) answers [`TransportFuture::ready`] and keeps the
+    /// envelope without copying it; publishing then costs no allocation
+    /// beyond the envelope's own.
+    fn publish_shared(&self, envelope: Arc<Envelope>) -> TransportFuture<'_> {
+        TransportFuture::new(async move { self.publish(&envelope).await })
     }
 
     /// Publishes several envelopes in order; returns after all are confirmed.
@@ -133,16 +140,129 @@ pub trait Transport: Publisher + Subscriber {}
 impl<T: Publisher + Subscriber> Transport for T {}
 
 /// Settles one delivery. Exactly one of its methods is called, once.
-#[async_trait]
+///
+/// The methods return a [`TransportFuture`] rather than being `async fn`s:
+/// a transport that settles in memory answers [`TransportFuture::ready`]
+/// (no allocation, no waiting); one that talks to a broker wraps its async
+/// work in [`TransportFuture::new`].
 pub trait Acker: Send + Sync + 'static {
     /// Done: remove the message from the queue.
-    async fn ack(self: Box<Self>) -> Result<(), TransportError>;
+    fn ack(self: Box<Self>) -> TransportFuture<'static>;
     /// Failed: redeliver later (`requeue`) or drop it (`!requeue`, which on
     /// brokers with a dead-letter exchange configured dead-letters it).
-    async fn nack(self: Box<Self>, requeue: bool) -> Result<(), TransportError>;
+    fn nack(self: Box<Self>, requeue: bool) -> TransportFuture<'static>;
     /// Gave up: put `envelope` (the original plus failure headers) on the
     /// group's dead-letter destination, then remove the original.
-    async fn dead_letter(self: Box<Self>, envelope: Envelope) -> Result<(), TransportError>;
+    fn dead_letter(self: Box<Self>, envelope: Envelope) -> TransportFuture<'static>;
+}
+
+/// The outcome of a transport operation: known at once, or still on its way.
+///
+/// What [`Acker`]'s methods and [`Publisher::publish_shared`] return. An
+/// in-process transport completes them synchronously
+/// ([`TransportFuture::ready`]: no boxed future per message); a broker
+/// transport returns its async work boxed ([`TransportFuture::new`]).
+/// Either way the caller just `.await`s it.
+#[must_use = "futures do nothing unless awaited"]
+pub struct TransportFuture<'a>(FutureKind<'a>);
+
+enum FutureKind<'a> {
+    Ready(Option<Result<(), TransportError>>),
+    Pending(BoxFuture<'a, Result<(), TransportError>>),
+}
+
+impl<'a> TransportFuture<'a> {
+    /// An operation that already completed with `result`.
+    pub fn ready(result: Result<(), TransportError>) -> Self {
+        Self(FutureKind::Ready(Some(result)))
+    }
+
+    /// An operation that completes when `future` does.
+    pub fn new<F>(future: F) -> Self
+    where
+        F: Future<Output = Result<(), TransportError>> + Send + 'a,
+    {
+        Self(FutureKind::Pending(Box::pin(future)))
+    }
+
+    /// Whether the result is already known (awaiting it will not wait).
+    pub fn is_ready(&self) -> bool {
+        matches!(self.0, FutureKind::Ready(_))
+    }
+}
+
+impl fmt::Debug for TransportFuture<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            FutureKind::Ready(r) => f.debug_tuple("TransportFuture::Ready").field(r).finish(),
+            FutureKind::Pending(_) => f.write_str("TransportFuture::Pending"),
+        }
+    }
+}
+
+impl Future for TransportFuture<'_> {
+    type Output = Result<(), TransportError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        match &mut self.0 {
+            FutureKind::Ready(r) => {
+                Poll::Ready(r.take().expect("TransportFuture polled after completion"))
+            }
+            FutureKind::Pending(f) => f.as_mut().poll(cx),
+        }
+    }
+}
+
+/// Settles one [`Delivery`]: the transport's [`Acker`].
+///
+/// The in-memory transport's acker travels inline (no allocation per
+/// delivery); other transports' are boxed.
+pub struct DeliveryAcker(AckerKind);
+
+enum AckerKind {
+    Boxed(Box<dyn Acker>),
+    Memory(memory::MemoryAcker),
+}
+
+impl fmt::Debug for DeliveryAcker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeliveryAcker").finish_non_exhaustive()
+    }
+}
+
+impl DeliveryAcker {
+    /// Done: remove the message from the queue ([`Acker::ack`]).
+    pub fn ack(self) -> TransportFuture<'static> {
+        match self.0 {
+            AckerKind::Boxed(a) => a.ack(),
+            AckerKind::Memory(a) => TransportFuture::ready(a.ack()),
+        }
+    }
+    /// Acks, or — for a memory delivery — adds the ack to `batch` to be
+    /// settled with others (see [`memory::AckBatch`]).
+    pub(crate) fn ack_in(self, batch: &mut memory::AckBatch) -> Option<TransportFuture<'static>> {
+        match self.0 {
+            AckerKind::Boxed(a) => Some(a.ack()),
+            AckerKind::Memory(a) => {
+                batch.push(a);
+                None
+            }
+        }
+    }
+    /// Failed: redeliver later or drop it ([`Acker::nack`]).
+    pub fn nack(self, requeue: bool) -> TransportFuture<'static> {
+        match self.0 {
+            AckerKind::Boxed(a) => a.nack(requeue),
+            AckerKind::Memory(a) => TransportFuture::ready(a.nack(requeue)),
+        }
+    }
+    /// Gave up: dead-letter `envelope` ([`Acker::dead_letter`]).
+    pub fn dead_letter(self, envelope: Envelope) -> TransportFuture<'static> {
+        match self.0 {
+            AckerKind::Boxed(a) => a.dead_letter(envelope),
+            AckerKind::Memory(a) => TransportFuture::ready(a.dead_letter(envelope)),
+        }
+    }
 }
 
 /// One message handed to a consumer, to be settled with its [`Acker`].
@@ -151,7 +271,7 @@ pub struct Delivery {
     pub envelope: Arc<Envelope>,
     /// The transport delivered it before (the handler may have seen it).
     pub redelivered: bool,
-    acker: Box<dyn Acker>,
+    acker: DeliveryAcker,
 }
 
 impl fmt::Debug for Delivery {
@@ -169,37 +289,63 @@ impl Delivery {
         Self {
             envelope,
             redelivered,
-            acker,
+            acker: DeliveryAcker(AckerKind::Boxed(acker)),
+        }
+    }
+    /// A delivery of the memory transport (its acker inline).
+    fn memory(envelope: Arc<Envelope>, redelivered: bool, acker: memory::MemoryAcker) -> Self {
+        Self {
+            envelope,
+            redelivered,
+            acker: DeliveryAcker(AckerKind::Memory(acker)),
         }
     }
     /// Splits into message and acker.
-    pub fn into_parts(self) -> (Arc<Envelope>, bool, Box<dyn Acker>) {
+    pub fn into_parts(self) -> (Arc<Envelope>, bool, DeliveryAcker) {
         (self.envelope, self.redelivered, self.acker)
     }
     /// Acks it.
-    pub async fn ack(self) -> Result<(), TransportError> {
-        self.acker.ack().await
+    pub fn ack(self) -> TransportFuture<'static> {
+        self.acker.ack()
     }
     /// Nacks it.
-    pub async fn nack(self, requeue: bool) -> Result<(), TransportError> {
-        self.acker.nack(requeue).await
+    pub fn nack(self, requeue: bool) -> TransportFuture<'static> {
+        self.acker.nack(requeue)
     }
     /// Dead-letters it with the given envelope.
-    pub async fn dead_letter(self, envelope: Envelope) -> Result<(), TransportError> {
-        self.acker.dead_letter(envelope).await
+    pub fn dead_letter(self, envelope: Envelope) -> TransportFuture<'static> {
+        self.acker.dead_letter(envelope)
     }
 }
 
 /// A stream of deliveries for one group. Dropping it releases unacked
 /// deliveries back to the queue (at-least-once).
 pub struct Subscription {
-    inner: Pin<Box<dyn Stream<Item = Result<Delivery, TransportError>> + Send>>,
+    inner: SubscriptionKind,
+}
+
+enum SubscriptionKind {
+    /// The memory transport's stream, kept unboxed so that the receiver can
+    /// take a batch of deliveries under one lock.
+    Memory(memory::MemoryStream),
+    Stream(Pin<Box<dyn Stream<Item = Result<Delivery, TransportError>> + Send>>),
 }
 
 impl fmt::Debug for Subscription {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Subscription").finish_non_exhaustive()
     }
+}
+
+/// What [`Subscription::take_ready`] ran into besides deliveries.
+#[derive(Debug)]
+pub(crate) enum TakeReady {
+    /// Nothing more is ready now; the subscription goes on.
+    Pending,
+    /// The subscription reported an error (it goes on).
+    Error(TransportError),
+    /// The subscription ended.
+    Ended,
 }
 
 impl Subscription {
@@ -209,19 +355,51 @@ impl Subscription {
         S: Stream<Item = Result<Delivery, TransportError>> + Send + 'static,
     {
         Self {
-            inner: Box::pin(stream),
+            inner: SubscriptionKind::Stream(Box::pin(stream)),
         }
     }
+
+    fn memory(stream: memory::MemoryStream) -> Self {
+        Self {
+            inner: SubscriptionKind::Memory(stream),
+        }
+    }
+
     /// The next delivery; `None` once the subscription ended.
     pub async fn next(&mut self) -> Option<Result<Delivery, TransportError>> {
         futures_util::StreamExt::next(self).await
+    }
+
+    /// Moves up to `max` deliveries that are ready now into `out`, without
+    /// waiting; stops early at an error or the end of the subscription.
+    pub(crate) fn take_ready(&mut self, max: usize, out: &mut Vec<Delivery>) -> TakeReady {
+        match &mut self.inner {
+            SubscriptionKind::Memory(s) => match s.take(max, out) {
+                memory::Taken::Pending => TakeReady::Pending,
+                memory::Taken::Ended => TakeReady::Ended,
+            },
+            SubscriptionKind::Stream(s) => {
+                for _ in 0..max {
+                    match futures_util::FutureExt::now_or_never(futures_util::StreamExt::next(s)) {
+                        None => return TakeReady::Pending,
+                        Some(Some(Ok(d))) => out.push(d),
+                        Some(Some(Err(e))) => return TakeReady::Error(e),
+                        Some(None) => return TakeReady::Ended,
+                    }
+                }
+                TakeReady::Pending
+            }
+        }
     }
 }
 
 impl Stream for Subscription {
     type Item = Result<Delivery, TransportError>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
-        self.inner.as_mut().poll_next(cx)
+        match &mut self.inner {
+            SubscriptionKind::Memory(s) => Pin::new(s).poll_next(cx),
+            SubscriptionKind::Stream(s) => s.as_mut().poll_next(cx),
+        }
     }
 }
 

@@ -8,30 +8,45 @@
 //! [`PartitionedWorkers::dispatch`] waits, which stops the receiver from
 //! pulling more deliveries (backpressure up to the transport's prefetch).
 //! A delivery is settled only after its pipeline finished.
+//!
+//! Hand-over is batched: the receiver gives each worker its share of what
+//! the transport had ready in one go, and a worker takes everything queued
+//! for it at once. A worker reuses one pipeline and one delivery context
+//! for all its deliveries, and settles the acks of deliveries it handled
+//! back to back together, before it waits for anything (memory transport).
 
 mod partitioner;
+mod queue;
 
 pub use partitioner::{HashPartitioner, Partitioner};
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 use tower::{Service, ServiceExt};
 
 use crate::middleware::Outcome;
 use crate::pipeline::PipelineService;
-use crate::transport::Delivery;
-use crate::{Context, Ordering};
+use std::future::{poll_fn, Future};
+use std::task::Poll;
+
+use crate::handler::ContextSlot;
+use crate::transport::memory::AckBatch;
+use crate::transport::{Delivery, DeliveryAcker, TransportError, TransportFuture};
+use crate::{Context, HandleError, Ordering};
 use partitioner::RoundRobin;
+use queue::WorkerQueue;
 
 /// Default capacity of each worker's queue.
 pub const DEFAULT_WORKER_QUEUE: usize = 64;
 
 /// A fixed set of workers running one pipeline.
+///
+/// Dropping it (or [`PartitionedWorkers::shutdown`]) closes the queues:
+/// the workers finish what they hold, then stop.
 pub struct PartitionedWorkers {
-    senders: Vec<mpsc::Sender<Delivery>>,
+    queues: Vec<Arc<WorkerQueue>>,
     ordering: Ordering,
     partitioner: Arc<dyn Partitioner>,
     round_robin: RoundRobin,
@@ -41,7 +56,7 @@ pub struct PartitionedWorkers {
 impl std::fmt::Debug for PartitionedWorkers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PartitionedWorkers")
-            .field("workers", &self.senders.len())
+            .field("workers", &self.queues.len())
             .field("ordering", &self.ordering)
             .finish()
     }
@@ -79,16 +94,21 @@ impl PartitionedWorkers {
         let workers = workers.max(1);
         let group: Arc<str> = Arc::from(group);
         let tracker = TaskTracker::new();
-        let senders = (0..workers)
+        let queues = (0..workers)
             .map(|index| {
-                let (tx, rx) = mpsc::channel(queue_capacity.max(1));
-                tracker.spawn(run_worker(index, group.clone(), rx, pipeline.clone()));
-                tx
+                let queue = Arc::new(WorkerQueue::new(queue_capacity));
+                tracker.spawn(run_worker(
+                    index,
+                    group.clone(),
+                    queue.clone(),
+                    pipeline.clone(),
+                ));
+                queue
             })
             .collect();
         tracker.close();
         Self {
-            senders,
+            queues,
             ordering,
             partitioner,
             round_robin: RoundRobin::default(),
@@ -98,63 +118,65 @@ impl PartitionedWorkers {
 
     /// Number of workers.
     pub fn len(&self) -> usize {
-        self.senders.len()
+        self.queues.len()
     }
 
     /// Always false: there is at least one worker.
     pub fn is_empty(&self) -> bool {
-        self.senders.is_empty()
+        self.queues.is_empty()
     }
 
     /// The worker a delivery with `key` goes to.
     pub fn worker_for(&self, key: Option<&str>) -> usize {
         match (self.ordering, key) {
-            (Ordering::ByKey, Some(key)) => self.partitioner.partition(key, self.senders.len()),
-            _ => self.round_robin.next(self.senders.len()),
+            (Ordering::ByKey, Some(key)) => self.partitioner.partition(key, self.queues.len()),
+            _ => self.round_robin.next(self.queues.len()),
         }
     }
 
     /// Queues `delivery` on its worker, waiting while that worker's queue is full.
     /// Gives the delivery back if the workers are shutting down.
     pub async fn dispatch(&self, delivery: Delivery) -> Result<(), Delivery> {
-        let idx = self.worker_for(delivery.envelope.key.as_deref());
-        self.senders[idx].send(delivery).await.map_err(|e| e.0)
+        let queue = &self.queues[self.worker_for(delivery.envelope.key.as_deref())];
+        let mut one = VecDeque::from([delivery]);
+        loop {
+            match queue.push_from(&mut one) {
+                Ok(1) => return Ok(()),
+                Ok(_) => {}
+                Err(queue::Closed) => break,
+            }
+            if queue.room().await.is_err() {
+                break;
+            }
+        }
+        Err(one.pop_front().expect("not queued"))
     }
 
     /// Free slots across all worker queues right now (at least 1): how many
     /// deliveries the receiver can take without holding any back itself.
     pub(crate) fn free_slots(&self) -> usize {
-        self.senders
-            .iter()
-            .map(mpsc::Sender::capacity)
-            .sum::<usize>()
-            .max(1)
+        self.queues.iter().map(|q| q.free()).sum::<usize>().max(1)
     }
 
     /// Queues every delivery of `batch` on its worker, in order per worker,
     /// waiting while a worker's queue is full; `batch` is left empty.
-    /// `scratch` is reusable per-worker grouping space. Fails (dropping the
-    /// undelivered rest, which the transport redelivers) if the workers are
-    /// shutting down.
+    /// `scratch` is reusable per-worker grouping space. Each worker is
+    /// handed its share in one go (one lock, at most one wake-up). Fails
+    /// (dropping the undelivered rest, which the transport redelivers) if
+    /// the workers are shutting down.
     pub(crate) async fn dispatch_batch(
         &self,
         batch: &mut Vec<Delivery>,
         scratch: &mut Vec<VecDeque<Delivery>>,
     ) -> Result<(), ()> {
-        if self.senders.len() == 1 || batch.len() == 1 {
+        scratch.resize_with(self.queues.len(), VecDeque::new);
+        if self.queues.len() == 1 {
+            scratch[0].extend(batch.drain(..));
+        } else {
             for delivery in batch.drain(..) {
                 let idx = self.worker_for(delivery.envelope.key.as_deref());
-                // On failure the rest of the drained batch is dropped with it.
-                self.senders[idx].send(delivery).await.map_err(drop)?;
+                scratch[idx].push_back(delivery);
             }
-            return Ok(());
-        }
-        // Group per worker so that each worker is handed its share of the
-        // batch in one go (one wake-up) instead of one delivery at a time.
-        scratch.resize_with(self.senders.len(), VecDeque::new);
-        for delivery in batch.drain(..) {
-            let idx = self.worker_for(delivery.envelope.key.as_deref());
-            scratch[idx].push_back(delivery);
         }
         let result = self.hand_over(scratch).await;
         if result.is_err() {
@@ -169,45 +191,94 @@ impl PartitionedWorkers {
     async fn hand_over(&self, scratch: &mut [VecDeque<Delivery>]) -> Result<(), ()> {
         loop {
             let mut blocked = None;
-            for (idx, (sender, queue)) in self.senders.iter().zip(scratch.iter_mut()).enumerate() {
-                while let Some(delivery) = queue.pop_front() {
-                    match sender.try_send(delivery) {
-                        Ok(()) => {}
-                        Err(mpsc::error::TrySendError::Full(delivery)) => {
-                            queue.push_front(delivery);
-                            blocked.get_or_insert(idx);
-                            break;
-                        }
-                        Err(mpsc::error::TrySendError::Closed(_)) => return Err(()),
-                    }
+            for (idx, (queue, group)) in self.queues.iter().zip(scratch.iter_mut()).enumerate() {
+                queue.push_from(group).map_err(drop)?;
+                if !group.is_empty() {
+                    blocked.get_or_insert(idx);
                 }
             }
             let Some(idx) = blocked else {
                 return Ok(());
             };
-            if let Some(delivery) = scratch[idx].pop_front() {
-                self.senders[idx].send(delivery).await.map_err(drop)?;
-            }
+            self.queues[idx].room().await.map_err(drop)?;
         }
     }
 
     /// Stops accepting deliveries and waits until every queued one is handled and settled.
     pub async fn shutdown(self) {
-        drop(self.senders);
-        self.tracker.wait().await;
+        let tracker = self.tracker.clone();
+        drop(self);
+        tracker.wait().await;
+    }
+}
+
+impl Drop for PartitionedWorkers {
+    fn drop(&mut self) {
+        for q in &self.queues {
+            q.close();
+        }
+    }
+}
+
+/// Marks the worker's queue as abandoned when the worker stops, however it
+/// stops (finished, or its task dropped at runtime shutdown).
+struct WorkerGone<'a>(&'a WorkerQueue);
+
+impl Drop for WorkerGone<'_> {
+    fn drop(&mut self) {
+        self.0.worker_gone();
     }
 }
 
 async fn run_worker(
     index: usize,
     group: Arc<str>,
-    mut rx: mpsc::Receiver<Delivery>,
+    queue: Arc<WorkerQueue>,
     mut pipeline: PipelineService,
 ) {
-    // One pipeline instance per worker, reused: deliveries are handled one
-    // at a time, so no per-message clone of the service stack is needed.
-    while let Some(delivery) = rx.recv().await {
-        handle_one(&group, delivery, &mut pipeline).await;
+    let _gone = WorkerGone(&queue);
+    // One pipeline instance and one delivery context per worker, reused:
+    // deliveries are handled one at a time, so neither needs to be made
+    // anew per message.
+    let mut slot = ContextSlot::new(group.clone());
+    // Acks of deliveries handled back to back without waiting are settled
+    // together, before the worker waits for anything.
+    let mut acks = AckBatch::default();
+    let mut batch = VecDeque::new();
+    while queue.take(&mut batch).await {
+        while let Some(delivery) = batch.pop_front() {
+            queue.started();
+            let (envelope, redelivered, acker) = delivery.into_parts();
+            let cx = slot.context(envelope, redelivered);
+            let id = cx.message_id();
+            let result = match poll_fn(|t| pipeline.poll_ready(t)).await {
+                Ok(()) => {
+                    let handling = pipeline.call(cx.clone());
+                    tokio::pin!(handling);
+                    match poll_fn(|t| Poll::Ready(handling.as_mut().poll(t))).await {
+                        Poll::Ready(result) => result,
+                        Poll::Pending => {
+                            // The handler waits: settle the held acks first.
+                            acks.settle();
+                            handling.await
+                        }
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            if let Some(settling) = settle(id, result, acker, Some(&mut acks)) {
+                if !settling.is_ready() {
+                    acks.settle();
+                }
+                settled(&group, id, settling.await);
+            }
+            slot.release(cx);
+        }
+        acks.settle();
+        // Taking from the queue does not count against the task's
+        // cooperative budget; this does, so a worker that always finds work
+        // still lets the other tasks on its thread run.
+        tokio::task::consume_budget().await;
     }
     tracing::debug!(group = %group, worker = index, "worker stopped");
 }
@@ -221,17 +292,38 @@ pub async fn handle_one(group: &Arc<str>, delivery: Delivery, pipeline: &mut Pip
         Ok(svc) => svc.call(cx).await,
         Err(e) => Err(e),
     };
-    let settled = match result {
-        Ok(Outcome::Handled) => acker.ack().await,
-        Ok(Outcome::DeadLetter(env)) => acker.dead_letter(env).await,
+    if let Some(settling) = settle(id, result, acker, None) {
+        settled(group, id, settling.await);
+    }
+}
+
+/// Settles delivery `id` through `acker` as the pipeline's `result` says.
+/// With `acks`, an ack of the memory transport joins the batch (`None`
+/// returned); otherwise the transport's operation is returned, to await.
+fn settle(
+    id: uuid::Uuid,
+    result: Result<Outcome, HandleError>,
+    acker: DeliveryAcker,
+    acks: Option<&mut AckBatch>,
+) -> Option<TransportFuture<'static>> {
+    match result {
+        Ok(Outcome::Handled) => match acks {
+            Some(batch) => acker.ack_in(batch),
+            None => Some(acker.ack()),
+        },
+        Ok(Outcome::DeadLetter(env)) => Some(acker.dead_letter(*env)),
         Err(e) => {
             // Only reachable if a user layer outside the dead-letter layer fails:
             // give the message back rather than lose it.
             tracing::error!(error = %e, message_id = %id, "pipeline failed; requeueing");
-            acker.nack(true).await
+            Some(acker.nack(true))
         }
-    };
-    if let Err(e) = settled {
+    }
+}
+
+/// Logs a failed settlement.
+fn settled(group: &str, id: uuid::Uuid, result: Result<(), TransportError>) {
+    if let Err(e) = result {
         // The transport will redeliver it (at-least-once); nothing is lost.
         tracing::warn!(error = %e, message_id = %id, group = %group, "could not settle delivery");
     }

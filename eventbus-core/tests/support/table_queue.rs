@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use eventbus_core::transport::{Acker, Delivery, Subscription, SubscriptionSpec};
+use eventbus_core::transport::{Acker, Delivery, Subscription, SubscriptionSpec, TransportFuture};
 use eventbus_core::{Envelope, Headers, Publisher, Subscriber, TransportError};
 use sqlx::{PgPool, Row};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -110,34 +110,37 @@ struct QueueAcker {
     _permit: OwnedSemaphorePermit,
 }
 
-#[async_trait]
 impl Acker for QueueAcker {
-    async fn ack(self: Box<Self>) -> Result<(), TransportError> {
-        let n = self.queue.acks.fetch_add(1, Ordering::SeqCst) + 1;
-        if self.queue.abort_on_ack == Some(n) {
-            // The handler's transaction has committed; the ack never arrives.
-            eprintln!("crash child: aborting before ack #{n}");
-            std::process::abort();
-        }
-        sqlx::query(&format!("DELETE FROM {} WHERE qseq = $1", self.queue.table))
+    fn ack(self: Box<Self>) -> TransportFuture<'static> {
+        TransportFuture::new(async move {
+            let n = self.queue.acks.fetch_add(1, Ordering::SeqCst) + 1;
+            if self.queue.abort_on_ack == Some(n) {
+                // The handler's transaction has committed; the ack never arrives.
+                eprintln!("crash child: aborting before ack #{n}");
+                std::process::abort();
+            }
+            sqlx::query(&format!("DELETE FROM {} WHERE qseq = $1", self.queue.table))
+                .bind(self.qseq)
+                .execute(&self.queue.pool)
+                .await
+                .map_err(|e| TransportError::Unavailable(Box::new(e)))?;
+            Ok(())
+        })
+    }
+    fn nack(self: Box<Self>, _requeue: bool) -> TransportFuture<'static> {
+        TransportFuture::new(async move {
+            sqlx::query(&format!(
+                "UPDATE {} SET leased_until = NULL WHERE qseq = $1",
+                self.queue.table
+            ))
             .bind(self.qseq)
             .execute(&self.queue.pool)
             .await
             .map_err(|e| TransportError::Unavailable(Box::new(e)))?;
-        Ok(())
+            Ok(())
+        })
     }
-    async fn nack(self: Box<Self>, _requeue: bool) -> Result<(), TransportError> {
-        sqlx::query(&format!(
-            "UPDATE {} SET leased_until = NULL WHERE qseq = $1",
-            self.queue.table
-        ))
-        .bind(self.qseq)
-        .execute(&self.queue.pool)
-        .await
-        .map_err(|e| TransportError::Unavailable(Box::new(e)))?;
-        Ok(())
-    }
-    async fn dead_letter(self: Box<Self>, _envelope: Envelope) -> Result<(), TransportError> {
+    fn dead_letter(self: Box<Self>, _envelope: Envelope) -> TransportFuture<'static> {
         panic!("crash test handler must not dead-letter");
     }
 }
@@ -170,12 +173,12 @@ impl Subscriber for TableQueue {
                             let payload: Vec<u8> = r.get(9);
                             let envelope = Envelope {
                                 id: r.get(2),
-                                name: r.get(3),
+                                name: r.get::<String, _>(3).into(),
                                 version: r.get::<i32, _>(4) as u32,
                                 key: r.get(5),
                                 headers: serde_json::from_str::<Headers>(&headers).unwrap(),
                                 occurred_at,
-                                content_type: r.get(8),
+                                content_type: r.get::<String, _>(8).into(),
                                 payload: payload.into(),
                             };
                             let deliveries: i32 = r.get(1);

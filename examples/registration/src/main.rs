@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventbus::{async_trait, BoxError, Context, Event, EventBus, Handle, Handler, MemoryTransport};
+use eventbus::{BoxError, Context, Event, EventBus, Handle, Handler, MemoryTransport};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Event, Serialize, Deserialize)]
@@ -34,7 +34,6 @@ struct SendWelcomeMail {
     sent: Arc<AtomicUsize>,
 }
 
-#[async_trait]
 impl Handle<UserRegistered> for SendWelcomeMail {
     async fn handle(&self, e: UserRegistered, cx: &Context) -> Result<(), BoxError> {
         println!(
@@ -55,7 +54,6 @@ struct NotifyAdmins {
     done: Arc<AtomicUsize>,
 }
 
-#[async_trait]
 impl Handle<UserRegistered> for NotifyAdmins {
     async fn handle(&self, e: UserRegistered, _cx: &Context) -> Result<(), BoxError> {
         println!("[notification-service] new user #{} registered", e.user_id);
@@ -79,7 +77,6 @@ struct ReserveStock {
     flaky_once: AtomicUsize,
 }
 
-#[async_trait]
 impl Handle<OrderPlaced> for ReserveStock {
     async fn handle(&self, e: OrderPlaced, cx: &Context) -> Result<(), BoxError> {
         // The first attempt at the very first line fails, to show the retry.

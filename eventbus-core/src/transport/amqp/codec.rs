@@ -1,5 +1,6 @@
 //! Envelope ⇄ AMQP message properties.
 
+use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -7,6 +8,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::BasicProperties;
 use uuid::Uuid;
 
+use crate::event::JSON_CONTENT_TYPE;
 use crate::transport::TransportError;
 use crate::{Envelope, Headers};
 
@@ -41,9 +43,9 @@ pub fn properties_for(
             .map_err(|_| TransportError::Rejected(format!("header name too long: {k:.40}…")))?;
         headers.insert(k, AMQPValue::LongString(LongString::from(v.as_bytes())));
     }
-    let name = ShortString::try_new(envelope.name.clone())
+    let name = ShortString::try_new(envelope.name.to_string())
         .map_err(|_| TransportError::Rejected("event name longer than 255 bytes".to_owned()))?;
-    let content_type = ShortString::try_new(envelope.content_type.clone())
+    let content_type = ShortString::try_new(envelope.content_type.to_string())
         .map_err(|_| TransportError::Rejected("content type longer than 255 bytes".to_owned()))?;
     let mut props = BasicProperties::default()
         .with_message_id(envelope.id.to_string().into())
@@ -130,17 +132,17 @@ pub fn envelope_from_amqp(routing_key: &str, props: &BasicProperties, body: &[u8
         name: props
             .kind()
             .as_ref()
-            .map(|k| k.as_str().to_owned())
-            .unwrap_or_else(|| routing_key.to_owned()),
+            .map(|k| k.as_str().to_owned().into())
+            .unwrap_or_else(|| routing_key.to_owned().into()),
         version,
         key,
         headers,
         occurred_at,
-        content_type: props
-            .content_type()
-            .as_ref()
-            .map(|c| c.as_str().to_owned())
-            .unwrap_or_default(),
+        content_type: match props.content_type() {
+            Some(c) if c.as_str() == JSON_CONTENT_TYPE => Cow::Borrowed(JSON_CONTENT_TYPE),
+            Some(c) => Cow::Owned(c.as_str().to_owned()),
+            None => Cow::Borrowed(""),
+        },
         payload: bytes::Bytes::copy_from_slice(body),
     }
 }

@@ -40,7 +40,7 @@ use lapin::{Channel, Confirmation, Connection, ConnectionProperties, ExchangeKin
 
 use super::{
     dead_letter_name, Acker, Delivery, Publisher, Subscriber, Subscription, SubscriptionSpec,
-    TransportError,
+    TransportError, TransportFuture,
 };
 use crate::Envelope;
 
@@ -543,50 +543,55 @@ fn settled(r: Result<bool, lapin::Error>) -> Result<(), TransportError> {
     }
 }
 
-#[async_trait]
 impl Acker for AmqpAcker {
-    async fn ack(self: Box<Self>) -> Result<(), TransportError> {
-        settled(self.acker.ack(BasicAckOptions::default()).await)
-    }
-
-    async fn nack(self: Box<Self>, requeue: bool) -> Result<(), TransportError> {
-        settled(
-            self.acker
-                .nack(BasicNackOptions {
-                    requeue,
-                    multiple: false,
-                })
-                .await,
+    fn ack(self: Box<Self>) -> TransportFuture<'static> {
+        TransportFuture::new(
+            async move { settled(self.acker.ack(BasicAckOptions::default()).await) },
         )
     }
 
-    async fn dead_letter(self: Box<Self>, envelope: Envelope) -> Result<(), TransportError> {
-        let sent = async {
-            let confirm = self
-                .transport
-                .send(
-                    &self.transport.inner.dead_letter_exchange,
-                    &self.group,
-                    &envelope,
-                )
-                .await?;
-            check(confirm.await.map_err(unavailable)?)
-        }
-        .await;
-        match sent {
-            // Stored in the dead-letter queue: now drop the original.
-            Ok(()) => settled(self.acker.ack(BasicAckOptions::default()).await),
-            // Not stored: give the original back rather than lose it.
-            Err(e) => {
-                let _ = self
-                    .acker
+    fn nack(self: Box<Self>, requeue: bool) -> TransportFuture<'static> {
+        TransportFuture::new(async move {
+            settled(
+                self.acker
                     .nack(BasicNackOptions {
-                        requeue: true,
+                        requeue,
                         multiple: false,
                     })
-                    .await;
-                Err(e)
+                    .await,
+            )
+        })
+    }
+
+    fn dead_letter(self: Box<Self>, envelope: Envelope) -> TransportFuture<'static> {
+        TransportFuture::new(async move {
+            let sent = async {
+                let confirm = self
+                    .transport
+                    .send(
+                        &self.transport.inner.dead_letter_exchange,
+                        &self.group,
+                        &envelope,
+                    )
+                    .await?;
+                check(confirm.await.map_err(unavailable)?)
             }
-        }
+            .await;
+            match sent {
+                // Stored in the dead-letter queue: now drop the original.
+                Ok(()) => settled(self.acker.ack(BasicAckOptions::default()).await),
+                // Not stored: give the original back rather than lose it.
+                Err(e) => {
+                    let _ = self
+                        .acker
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            multiple: false,
+                        })
+                        .await;
+                    Err(e)
+                }
+            }
+        })
     }
 }

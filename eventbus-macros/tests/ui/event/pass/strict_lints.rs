@@ -11,7 +11,7 @@
     dead_code
 )]
 
-use eventbus_core::{async_trait, BoxError, Context, Event, Handle, Handler};
+use eventbus_core::{BoxError, Context, Event, Handle, Handler};
 use serde::{Deserialize, Serialize};
 
 /// A documented event.
@@ -27,7 +27,6 @@ pub struct StrictEvent {
 #[handler(group = "strict", events(StrictEvent))]
 pub struct StrictHandler;
 
-#[async_trait]
 impl Handle<StrictEvent> for StrictHandler {
     async fn handle(&self, _e: StrictEvent, _cx: &Context) -> Result<(), BoxError> {
         Ok(())

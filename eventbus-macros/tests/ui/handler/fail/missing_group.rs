@@ -1,4 +1,4 @@
-use eventbus_core::{async_trait, BoxError, Context, Event, Handle, Handler};
+use eventbus_core::{BoxError, Context, Event, Handle, Handler};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Event, Serialize, Deserialize)]
@@ -14,7 +14,6 @@ struct OrderPlaced;
 #[handler(events(UserRegistered))]
 struct Mailer;
 
-#[async_trait]
 impl Handle<UserRegistered> for Mailer {
     async fn handle(&self, _e: UserRegistered, _cx: &Context) -> Result<(), BoxError> {
         Ok(())

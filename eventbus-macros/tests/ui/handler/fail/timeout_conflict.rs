@@ -1,4 +1,4 @@
-use eventbus_core::{async_trait, BoxError, Context, Event, Handle, Handler};
+use eventbus_core::{BoxError, Context, Event, Handle, Handler};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Event, Serialize, Deserialize)]
@@ -18,14 +18,12 @@ struct Mailer;
 #[handler(group = "other", events(UserRegistered), timeout = "5s")]
 struct Other;
 
-#[async_trait]
 impl Handle<UserRegistered> for Other {
     async fn handle(&self, _e: UserRegistered, _cx: &Context) -> Result<(), BoxError> {
         Ok(())
     }
 }
 
-#[async_trait]
 impl Handle<UserRegistered> for Mailer {
     async fn handle(&self, _e: UserRegistered, _cx: &Context) -> Result<(), BoxError> {
         Ok(())

@@ -1,4 +1,4 @@
-use eventbus_core::{async_trait, BoxError, Context, Event, Handle, Handler};
+use eventbus_core::{BoxError, Context, Event, Handle, Handler};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Event, Serialize, Deserialize)]
@@ -26,14 +26,12 @@ struct OrderPlaced;
 )]
 struct Mailer;
 
-#[async_trait]
 impl Handle<UserRegistered> for Mailer {
     async fn handle(&self, _e: UserRegistered, _cx: &Context) -> Result<(), BoxError> {
         Ok(())
     }
 }
 
-#[async_trait]
 impl Handle<OrderPlaced> for Mailer {
     async fn handle(&self, _e: OrderPlaced, _cx: &Context) -> Result<(), BoxError> {
         Ok(())
@@ -44,7 +42,6 @@ impl Handle<OrderPlaced> for Mailer {
 #[handler(group = "unordered", events(OrderPlaced), ordering = unordered, timeout = "none")]
 struct Minimal;
 
-#[async_trait]
 impl Handle<OrderPlaced> for Minimal {
     async fn handle(&self, _e: OrderPlaced, _cx: &Context) -> Result<(), BoxError> {
         Ok(())
