@@ -201,6 +201,11 @@ pub trait OutboxStore: Send + Sync + 'static {
 
     /// Deletes the parked row with message id `id`, unblocking its key; `false` if none.
     async fn discard_parked(&self, id: Uuid) -> Result<bool, OutboxError>;
+
+    /// Deletes rows that were published (confirmed) but whose
+    /// [`ClaimedBatch::complete`] failed and rolled back, in a transaction of
+    /// its own. Rows already gone are ignored.
+    async fn delete_published(&self, seqs: &[i64]) -> Result<(), OutboxError>;
 }
 
 /// Rows claimed by one relay. Dropping it without [`ClaimedBatch::complete`]

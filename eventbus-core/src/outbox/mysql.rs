@@ -267,6 +267,22 @@ impl OutboxStore for MySqlOutboxStore {
         Ok(())
     }
 
+    async fn delete_published(&self, seqs: &[i64]) -> Result<(), OutboxError> {
+        for chunk in seqs.chunks(500) {
+            let sql = format!(
+                "DELETE FROM {} WHERE seq IN ({})",
+                self.table,
+                placeholders(chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for seq in chunk {
+                q = q.bind(*seq);
+            }
+            q.execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
     async fn backlog(&self) -> Result<u64, OutboxError> {
         let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {}", self.table))
             .fetch_one(&self.pool)

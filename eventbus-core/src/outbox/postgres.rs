@@ -355,6 +355,14 @@ impl OutboxStore for PgOutboxStore {
         Ok(())
     }
 
+    async fn delete_published(&self, seqs: &[i64]) -> Result<(), OutboxError> {
+        sqlx::query(&self.sql.delete)
+            .bind(seqs)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn backlog(&self) -> Result<u64, OutboxError> {
         let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {}", self.table))
             .fetch_one(&self.pool)

@@ -313,7 +313,17 @@ impl Relay {
         // Rows published before an outage are still confirmed: delete them.
         // Failures are not recorded during an outage (the transport, not the
         // rows, is at fault) unless they were refused before it.
-        batch.complete(&sent, &failures).await?;
+        if let Err(e) = batch.complete(&sent, &failures).await {
+            // The rows in `sent` are published: delete them in a fresh
+            // transaction so that a transient failure (a deadlock or lock
+            // timeout on MariaDB, say) does not publish the whole batch again.
+            // Failures recorded in the rolled-back transaction are retried
+            // later like any unsent row.
+            if sent.is_empty() || !self.delete_published(&sent).await {
+                return Err(e.into());
+            }
+            tracing::warn!(relay = %self.id, error = %e, rows = sent.len(), "outbox relay: completing a batch failed; deleted its published rows separately");
+        }
         self.stats.sent.fetch_add(n_sent as u64, Ordering::Relaxed);
         self.stats
             .failed
@@ -325,6 +335,23 @@ impl Relay {
             sent: n_sent,
             failed: n_failed,
         })
+    }
+
+    /// [`OutboxStore::delete_published`] with a few quick retries; false if
+    /// it kept failing (the rows are then published again later).
+    async fn delete_published(&self, sent: &[i64]) -> bool {
+        for delay_ms in [0u64, 20, 100, 500] {
+            if delay_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            }
+            match self.store.delete_published(sent).await {
+                Ok(()) => return true,
+                Err(e) => {
+                    tracing::debug!(relay = %self.id, error = %e, "deleting published rows failed")
+                }
+            }
+        }
+        false
     }
 
     fn failure(&self, seq: i64, attempts: i32, error: String) -> Failure {

@@ -295,6 +295,17 @@ impl OutboxStore for SqliteOutboxStore {
         Ok(())
     }
 
+    async fn delete_published(&self, seqs: &[i64]) -> Result<(), OutboxError> {
+        sqlx::query(&format!(
+            "DELETE FROM {} WHERE seq IN (SELECT value FROM json_each(?1))",
+            self.table
+        ))
+        .bind(json_ints(seqs.iter().copied()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn backlog(&self) -> Result<u64, OutboxError> {
         let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {}", self.table))
             .fetch_one(&self.pool)

@@ -29,6 +29,11 @@ macro_rules! database_scenarios {
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn failed_completion_does_not_publish_again() {
+            scenarios::failed_completion_does_not_publish_again(&$h::new().await).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn inbox_explicit_api() {
             scenarios::inbox_explicit(&$h::new().await).await;
         }

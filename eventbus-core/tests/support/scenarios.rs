@@ -1,17 +1,22 @@
 //! Scenarios every outbox/inbox backend runs.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventbus_core::outbox::{Relay, RelayConfig};
+use async_trait::async_trait;
+use eventbus_core::outbox::{
+    ClaimRequest, ClaimedBatch, Failure, OutboxError, OutboxRecord, OutboxStore, ParkedEvent,
+    Relay, RelayConfig,
+};
 use eventbus_core::testing::{envelope, unique};
 use eventbus_core::{
     handler_fn, Backoff, Context, EventBus, HandlerConfig, InboxLayer, MemoryTransport, Publisher,
     RetryPolicy,
 };
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use super::{distinct, eventually, keys_in_order, Harness, Recorder, Shared};
 
@@ -182,6 +187,100 @@ pub async fn transport_outage_backs_off_and_resumes<H: Harness>(h: &H) {
     assert_eq!(rec.ids(), rows.iter().map(|e| e.id).collect::<Vec<_>>());
 }
 
+/// Wraps a real store; the first non-empty batch's completion fails after
+/// the publish and rolls back, as a deadlock or lock timeout would.
+struct FailFirstCompletion {
+    inner: Arc<dyn OutboxStore>,
+    failed: AtomicBool,
+}
+
+struct RolledBack(Box<dyn ClaimedBatch>);
+
+#[async_trait]
+impl ClaimedBatch for RolledBack {
+    fn records(&self) -> &[OutboxRecord] {
+        self.0.records()
+    }
+    async fn complete(self: Box<Self>, _: &[i64], _: &[Failure]) -> Result<(), OutboxError> {
+        drop(self.0); // rollback / claim released
+        Err(OutboxError::Database(eventbus_core::sqlx::Error::Protocol(
+            "simulated deadlock while completing".into(),
+        )))
+    }
+}
+
+#[async_trait]
+impl OutboxStore for FailFirstCompletion {
+    async fn claim(
+        &self,
+        req: &ClaimRequest,
+    ) -> Result<Option<Box<dyn ClaimedBatch>>, OutboxError> {
+        let batch = self.inner.claim(req).await?;
+        Ok(batch.map(|b| {
+            if !b.records().is_empty() && !self.failed.swap(true, Ordering::SeqCst) {
+                Box::new(RolledBack(b)) as Box<dyn ClaimedBatch>
+            } else {
+                b
+            }
+        }))
+    }
+    async fn migrate(&self) -> Result<(), OutboxError> {
+        self.inner.migrate().await
+    }
+    async fn backlog(&self) -> Result<u64, OutboxError> {
+        self.inner.backlog().await
+    }
+    async fn parked(&self, limit: u32) -> Result<Vec<ParkedEvent>, OutboxError> {
+        self.inner.parked(limit).await
+    }
+    async fn retry_parked(&self, id: Uuid) -> Result<bool, OutboxError> {
+        self.inner.retry_parked(id).await
+    }
+    async fn discard_parked(&self, id: Uuid) -> Result<bool, OutboxError> {
+        self.inner.discard_parked(id).await
+    }
+    async fn delete_published(&self, seqs: &[i64]) -> Result<(), OutboxError> {
+        self.inner.delete_published(seqs).await
+    }
+}
+
+/// A batch whose completion fails after its rows were published is not
+/// published again: the relay deletes the published rows in a fresh
+/// transaction.
+pub async fn failed_completion_does_not_publish_again<H: Harness>(h: &H) {
+    let ev = unique("ev");
+    let rows: Vec<_> = (0..40)
+        .map(|n| envelope(&ev, Some(&format!("k{}", n % 4)), n))
+        .collect();
+    h.add(&rows, true).await;
+    let store = Arc::new(FailFirstCompletion {
+        inner: h.store(),
+        failed: AtomicBool::new(false),
+    });
+    let rec = Recorder::new();
+    let r = Relay::new(store.clone(), Arc::new(Shared(rec.clone())))
+        .with_config(fast_config())
+        .spawn();
+    eventually("all published", || distinct(&rec.ids()) >= rows.len()).await;
+    // give a wrongly repeated batch time to show up
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    r.shutdown().await;
+    assert!(
+        store.failed.load(Ordering::SeqCst),
+        "the failure was injected"
+    );
+    assert_eq!(
+        rec.ids(),
+        rows.iter().map(|e| e.id).collect::<Vec<_>>(),
+        "each row published once, in order"
+    );
+    assert_eq!(
+        h.store().backlog().await.unwrap(),
+        0,
+        "published rows deleted"
+    );
+}
+
 /// Several relays on one table: per-key order intact, nothing missing.
 pub async fn relays_keep_per_key_order<H: Harness>(
     h: Arc<H>,
@@ -246,9 +345,11 @@ pub async fn relays_keep_per_key_order<H: Harness>(
     let ids: Vec<_> = published.iter().map(|e| e.id).collect();
     assert_eq!(distinct(&ids), total, "nothing missing");
     // At-least-once: a batch whose delete fails after its publish (e.g. a
-    // lock conflict on MariaDB) is published again. Duplicates are allowed
-    // (the inbox absorbs them) but must stay rare and keep per-key order:
-    // the first publication of each event is checked for order below.
+    // lock conflict on MariaDB, seen about once in 15 runs) has its rows
+    // deleted again by the relay; only if that fails too are they published
+    // again. Duplicates are allowed (the inbox absorbs them) but must stay
+    // rare and keep per-key order: the first publication of each event is
+    // checked for order below.
     let duplicates = published.len() - total;
     if duplicates > 0 {
         eprintln!("{duplicates} duplicate publications (at-least-once)");
