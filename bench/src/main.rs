@@ -58,6 +58,10 @@ struct Cli {
     /// RabbitMQ URL for the comparison.
     #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
     rabbitmq: String,
+    /// Message store of the built-in broker: `file` (its default, like RabbitMQ's
+    /// persistence) or `memory` (to see what the disk costs).
+    #[arg(long, default_value = "file")]
+    storage: String,
     /// Only these scenarios (letters a–e), e.g. `--only ab`.
     #[arg(long, default_value = "abcde")]
     only: String,
@@ -70,6 +74,9 @@ enum Cmd {
         /// Data directory.
         #[arg(long)]
         data_dir: PathBuf,
+        /// `file` or `memory`.
+        #[arg(long, default_value = "file")]
+        storage: String,
     },
 }
 
@@ -78,14 +85,16 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let cli = Cli::parse();
-    if let Some(Cmd::ServeBroker { data_dir }) = cli.command {
-        return serve_broker(data_dir).await;
+    if let Some(Cmd::ServeBroker { data_dir, storage }) = cli.command {
+        return serve_broker(data_dir, &storage).await;
     }
     let data = tempfile::tempdir()?;
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
         .arg("serve-broker")
         .arg("--data-dir")
         .arg(data.path())
+        .arg("--storage")
+        .arg(&cli.storage)
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
@@ -188,12 +197,17 @@ fn fmt_ms(v: f64) -> String {
     format!("{v:.2}")
 }
 
-async fn serve_broker(data_dir: PathBuf) -> Result<(), Error> {
+async fn serve_broker(data_dir: PathBuf, storage: &str) -> Result<(), Error> {
+    let storage = match storage {
+        // Persistent messages go to disk and confirms wait for fsync, like RabbitMQ.
+        "file" => eventbus_broker::storage::StorageType::File,
+        "memory" => eventbus_broker::storage::StorageType::Memory,
+        other => return Err(format!("unknown storage '{other}' (file or memory)").into()),
+    };
     let config = eventbus_broker::Config {
         amqp_listen: "127.0.0.1:0".parse()?,
         data_dir,
-        // Persistent messages go to disk and confirms wait for fsync, like RabbitMQ.
-        storage: eventbus_broker::storage::StorageType::File,
+        storage,
         ..Default::default()
     };
     let broker = eventbus_broker::Broker::start(config).await?;

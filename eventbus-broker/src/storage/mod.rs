@@ -36,10 +36,11 @@ pub use memory::MemoryStore;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StorageType {
-    /// Messages live in memory only (this release).
-    #[default]
+    /// Messages live in memory only; persistent messages do not survive a restart.
     Memory,
-    /// Segmented log on disk (issue 4).
+    /// Persistent messages on durable queues also go to a segmented log on disk (the
+    /// broker's default).
+    #[default]
     File,
 }
 
