@@ -48,6 +48,18 @@ async fn declare_durable(ch: &Channel, name: &str, args: FieldTable) {
     .unwrap();
 }
 
+/// A consumer with manual acks on `queue`.
+async fn consume(ch: &Channel, queue: &str, tag: &str) -> lapin::Consumer {
+    ch.basic_consume(
+        queue.into(),
+        tag.into(),
+        BasicConsumeOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap()
+}
+
 fn persistent() -> BasicProperties {
     BasicProperties::default().with_delivery_mode(2)
 }
@@ -121,15 +133,7 @@ async fn consume_in_order(
     redelivered: bool,
 ) {
     ch.basic_qos(200, BasicQosOptions::default()).await.unwrap();
-    let mut consumer = ch
-        .basic_consume(
-            queue.into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut consumer = consume(&ch, queue, "").await;
     for i in ids {
         let d = tokio::time::timeout(Duration::from_secs(30), consumer.next())
             .await
@@ -211,15 +215,7 @@ async fn lazy_recovery_pages_bodies_in() {
     assert!(g.delivery.data == body(0, SIZE));
     assert!(g.delivery.redelivered);
     ch.basic_qos(50, BasicQosOptions::default()).await.unwrap();
-    let mut consumer = ch
-        .basic_consume(
-            "lazy".into(),
-            "c".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut consumer = consume(&ch, "lazy", "c").await;
     for i in 1..200u64 {
         let d = consumer.next().await.unwrap().unwrap();
         assert!(d.data == body(i, SIZE), "message {i} differs");
@@ -275,15 +271,7 @@ async fn lazy_recovery_pages_bodies_in() {
         .message_count();
     assert_eq!(n, 300, "acked messages must not come back");
     ch.basic_qos(50, BasicQosOptions::default()).await.unwrap();
-    let mut consumer = ch
-        .basic_consume(
-            "lazy".into(),
-            "c".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut consumer = consume(&ch, "lazy", "c").await;
     for i in 200..500u64 {
         let d = consumer.next().await.unwrap().unwrap();
         assert!(d.data == body(i, SIZE), "message {i} differs");
@@ -543,15 +531,7 @@ async fn message_ttl_is_reapplied_after_restart() {
     // not expired by the restart itself
     assert_eq!(message_count(&ch, "ttl-long").await, 3);
     ch.basic_qos(100, BasicQosOptions::default()).await.unwrap();
-    let mut dead = ch
-        .basic_consume(
-            "dead".into(),
-            "dead".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut dead = consume(&ch, "dead", "dead").await;
     let mut got: BTreeMap<String, (String, String, Option<String>, Duration)> = BTreeMap::new();
     while got.len() < 8 {
         let d = tokio::time::timeout(Duration::from_secs(10), dead.next())
@@ -671,15 +651,7 @@ async fn dead_letter_queues_page_out() {
     // reject 50..60 (a channel of its own: its prefetched, unacked rest is requeued on close)
     let rch = c.create_channel().await.unwrap();
     rch.basic_qos(10, BasicQosOptions::default()).await.unwrap();
-    let mut consumer = rch
-        .basic_consume(
-            "src".into(),
-            "r".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut consumer = consume(&rch, "src", "r").await;
     for i in 50..60u64 {
         let d = consumer.next().await.unwrap().unwrap();
         assert!(d.data == body(i, SIZE), "message {i} differs");
@@ -733,15 +705,7 @@ async fn dead_letter_queues_page_out() {
         .chain((60..65).map(|i| (i, "rejected", "src")))
         .collect();
     ch.basic_qos(50, BasicQosOptions::default()).await.unwrap();
-    let mut dead = ch
-        .basic_consume(
-            "dead".into(),
-            "dead".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut dead = consume(&ch, "dead", "dead").await;
     for (i, reason, queue) in expected {
         let d = tokio::time::timeout(Duration::from_secs(10), dead.next())
             .await
