@@ -133,7 +133,7 @@ async fn consume_in_order(
     redelivered: bool,
 ) {
     ch.basic_qos(200, BasicQosOptions::default()).await.unwrap();
-    let mut consumer = consume(&ch, queue, "").await;
+    let mut consumer = consume(ch, queue, "").await;
     for i in ids {
         let d = tokio::time::timeout(Duration::from_secs(30), consumer.next())
             .await

@@ -77,6 +77,14 @@ async fn global_qos_shared_across_consumers() {
     assert_eq!(n, 2, "global prefetch 2 across both consumers");
 }
 
+async fn next_delivery(c: &mut lapin::Consumer) -> lapin::message::Delivery {
+    tokio::time::timeout(Duration::from_secs(5), c.next())
+        .await
+        .expect("consumer starved")
+        .unwrap()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn work_queue_round_robin() {
     let b = TestBroker::start().await;
@@ -107,16 +115,31 @@ async fn work_queue_round_robin() {
     for i in 0..10 {
         publish(&ch, "", &q, format!("{i}").as_bytes()).await;
     }
-    let mut na = 0;
-    let mut nb = 0;
-    for _ in 0..10 {
-        tokio::select! {
-            Some(Ok(d)) = a.next() => { na += 1; d.ack(BasicAckOptions::default()).await.unwrap(); }
-            Some(Ok(d)) = bb.next() => { nb += 1; d.ack(BasicAckOptions::default()).await.unwrap(); }
-        }
+    // Lockstep: each round both consumers hold one unacked message (prefetch 1), so the
+    // queue alternates between them and each gets every other message, in order.
+    let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        let da = next_delivery(&mut a).await;
+        let db = next_delivery(&mut bb).await;
+        got_a.push(String::from_utf8_lossy(&da.data).into_owned());
+        got_b.push(String::from_utf8_lossy(&db.data).into_owned());
+        da.ack(BasicAckOptions::default()).await.unwrap();
+        db.ack(BasicAckOptions::default()).await.unwrap();
     }
-    assert_eq!(na + nb, 10);
-    assert!(na >= 3 && nb >= 3, "fair dispatch: {na}/{nb}");
+    assert_eq!(got_a.len() + got_b.len(), 10);
+    let mut all: Vec<u32> = got_a
+        .iter()
+        .chain(&got_b)
+        .map(|s| s.parse().unwrap())
+        .collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..10).collect::<Vec<_>>(), "each message once");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), a.next())
+            .await
+            .is_err(),
+        "nothing left for a"
+    );
 }
 
 #[tokio::test]

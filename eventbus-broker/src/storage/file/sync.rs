@@ -11,7 +11,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 
 use super::index::write_index;
 use super::records::{self, Parsed, SEG_MAGIC};
@@ -67,8 +67,58 @@ fn execute(dir: &Path, round: &Round) -> io::Result<()> {
     Ok(())
 }
 
-/// The syncer thread's body.
-pub(crate) fn run(inner: &Inner) {
+/// The syncer thread's body. Fully acked segments are deleted by a janitor thread it owns:
+/// unlinking a large file takes milliseconds, which would otherwise delay the next round's
+/// confirms.
+pub(crate) fn run(inner: &Arc<Inner>) {
+    let (tx, rx) = mpsc::channel::<Vec<u64>>();
+    let janitor = {
+        let inner = Arc::clone(inner);
+        let dir = inner.lock().dir.clone();
+        std::thread::Builder::new()
+            .name("eventbus-store-janitor".into())
+            .spawn(move || janitor(&inner, &dir, &rx))
+    };
+    match janitor {
+        Ok(handle) => {
+            rounds(inner, Some(&tx));
+            drop(tx);
+            let _ = handle.join();
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no janitor thread; deleting segments on the syncer");
+            rounds(inner, None);
+        }
+    }
+}
+
+/// Deletes the files of segments sent by the syncer (each batch already fsynced acks that
+/// made them fully acked), then fsyncs the directory. Stops when the syncer hangs up, or at
+/// once after a simulated crash.
+fn janitor(inner: &Inner, dir: &Path, rx: &mpsc::Receiver<Vec<u64>>) {
+    while let Ok(mut nos) = rx.recv() {
+        while let Ok(more) = rx.try_recv() {
+            nos.extend(more);
+        }
+        if inner.lock().abandon {
+            return;
+        }
+        delete_segments(dir, &nos);
+    }
+}
+
+fn delete_segments(dir: &Path, nos: &[u64]) {
+    for &no in nos {
+        if let Err(e) = remove_segment_files(dir, no) {
+            tracing::warn!(segment = no, error = %e, "deleting segment failed");
+        }
+    }
+    if !nos.is_empty() {
+        let _ = fsync_dir(dir);
+    }
+}
+
+fn rounds(inner: &Inner, janitor: Option<&mpsc::Sender<Vec<u64>>>) {
     // Under sustained load there are always waiters; still compact now and then.
     let mut last_compaction = std::time::Instant::now();
     loop {
@@ -123,7 +173,7 @@ pub(crate) fn run(inner: &Inner) {
         let compact_below = st.cfg.compact_below;
         drop(st);
         if let Some(r) = round {
-            finish(inner, &dir, r);
+            finish(inner, &dir, r, janitor);
         }
         if stop {
             return;
@@ -140,8 +190,8 @@ pub(crate) fn run(inner: &Inner) {
     }
 }
 
-/// After a round's fsync: write indexes of sealed segments, delete fully-acked ones.
-fn finish(inner: &Inner, dir: &Path, round: Round) {
+/// After a round's fsync: write indexes of sealed segments, have fully-acked ones deleted.
+fn finish(inner: &Inner, dir: &Path, round: Round, janitor: Option<&mpsc::Sender<Vec<u64>>>) {
     // Serialised with compaction, which rewrites indexes too: an index for a generation that
     // compaction already replaced must not be written over the new one.
     let _serial = inner
@@ -162,14 +212,19 @@ fn finish(inner: &Inner, dir: &Path, round: Round) {
         }
         changed = true;
     }
-    for no in round.deletes {
-        if let Err(e) = remove_segment_files(dir, no) {
-            tracing::warn!(segment = no, error = %e, "deleting segment failed");
-        }
-        changed = true;
-    }
     if changed {
         let _ = fsync_dir(dir);
+    }
+    if round.deletes.is_empty() {
+        return;
+    }
+    match janitor {
+        Some(tx) => {
+            if let Err(mpsc::SendError(nos)) = tx.send(round.deletes) {
+                delete_segments(dir, &nos);
+            }
+        }
+        None => delete_segments(dir, &round.deletes),
     }
 }
 
