@@ -97,6 +97,10 @@ struct State {
     waiters: Vec<Waiter>,
     seals: Vec<SealJob>,
     deletes: Vec<u64>,
+    /// Segments in `deletes`, kept until the next round has written and synced their last
+    /// acks: their files are unlinked later (by the janitor), and a crash before that must
+    /// not bring their acked messages back.
+    dying: Vec<Segment>,
     dir_dirty: bool,
     stop: bool,
     abandon: bool,
@@ -163,6 +167,7 @@ impl FileStore {
             waiters: Vec::new(),
             seals: Vec::new(),
             deletes: Vec::new(),
+            dying: Vec::new(),
             dir_dirty: false,
             stop: false,
             abandon: false,
@@ -430,7 +435,9 @@ impl State {
     }
 
     fn delete_segment(&mut self, no: u64) {
-        self.segments.remove(&no);
+        if let Some(seg) = self.segments.remove(&no) {
+            self.dying.push(seg);
+        }
         self.deletes.push(no);
         self.segments_deleted += 1;
     }

@@ -35,7 +35,9 @@ struct Round {
 
 fn prepare(st: &mut State) -> io::Result<Round> {
     let mut files = Vec::new();
-    for seg in st.segments.values_mut() {
+    // segments being deleted get their last acks written and synced in this round too
+    let mut dying = std::mem::take(&mut st.dying);
+    for seg in st.segments.values_mut().chain(dying.iter_mut()) {
         seg.flush()?;
         if seg.dirty {
             files.push(Arc::clone(&seg.file));
