@@ -261,8 +261,9 @@ impl Connection {
             }
             tokio::select! {
                             biased;
-                            // confirms whose messages are now durable, oldest batch first
-                            r = next_sync(&mut self.syncing) => {
+                            // confirms whose messages are now durable, oldest batch first (none
+                            // after our connection.close)
+                            r = next_sync(&mut self.syncing), if closing_since.is_none() => {
                                 if let Err(e) = r {
                                     tracing::error!(error = %e, "message store sync failed");
                                     return Exit::Gone;
