@@ -803,7 +803,6 @@ impl VHost {
         ctx: Ctx<'_>,
         work: &mut VecDeque<(String, Vec<QueuedMessage>, &'static str)>,
     ) -> Placed {
-        let key = self.queue_key(qname);
         let Some(q) = self.queues.get_mut(qname) else {
             return Placed::Refused;
         };
@@ -818,7 +817,8 @@ impl VHost {
                 let kept = !dropped.iter().any(|d| d.id == id);
                 if !dropped.is_empty() {
                     let dead_letter = q.args.dlx.is_some();
-                    forget(q.durable, &key, &mut dropped, Some(id), dead_letter, ctx);
+                    let names = (self.name.as_str(), qname);
+                    forget(q.durable, names, &mut dropped, Some(id), dead_letter, ctx);
                     work.push_back((qname.to_owned(), dropped, "maxlen"));
                 }
                 if persist && kept {
@@ -846,28 +846,34 @@ impl VHost {
 
     /// Deliver what can be delivered from `qname`, dead-lettering expired heads.
     pub fn dispatch(&mut self, qname: &str, ctx: Ctx<'_>) {
-        let mut pending = vec![qname.to_owned()];
-        let mut rounds = 0;
+        // queues that received dead letters are dispatched in turn (bounded: DLX cycles)
+        let mut pending = self.dispatch_one(qname, ctx);
+        let mut rounds = 1;
         while let Some(name) = pending.pop() {
             rounds += 1;
             if rounds > 1000 {
                 break;
             }
-            let key = self.queue_key(&name);
-            let Some(q) = self.queues.get_mut(&name) else {
-                continue;
-            };
-            let mut expired = Vec::new();
-            q.dispatch(ctx.now, &mut expired);
-            if expired.is_empty() {
-                continue;
-            }
-            let dead_letter = q.args.dlx.is_some();
-            forget(q.durable, &key, &mut expired, None, dead_letter, ctx);
-            let touched = self
-                .process_dead_letters(VecDeque::from([(name.clone(), expired, "expired")]), ctx);
+            let touched = self.dispatch_one(&name, ctx);
             pending.extend(touched);
         }
+    }
+
+    /// Deliver from one queue; expired heads are dead-lettered. Returns the queues that
+    /// received dead letters (no allocation when nothing expired).
+    fn dispatch_one(&mut self, name: &str, ctx: Ctx<'_>) -> Vec<String> {
+        let Some(q) = self.queues.get_mut(name) else {
+            return Vec::new();
+        };
+        let mut expired = Vec::new();
+        q.dispatch(ctx.now, &mut expired);
+        if expired.is_empty() {
+            return Vec::new();
+        }
+        let dead_letter = q.args.dlx.is_some();
+        let names = (self.name.as_str(), name);
+        forget(q.durable, names, &mut expired, None, dead_letter, ctx);
+        self.process_dead_letters(VecDeque::from([(name.to_owned(), expired, "expired")]), ctx)
     }
 
     /// Expire heads of every queue and delete queues idle past `x-expires`.
@@ -1005,7 +1011,14 @@ impl VHost {
         let mut expired = q.take_expired(ctx.now);
         if !expired.is_empty() {
             let dead_letter = q.args.dlx.is_some();
-            forget(q.durable, &key, &mut expired, None, dead_letter, ctx);
+            forget(
+                q.durable,
+                (&key.vhost, &key.queue),
+                &mut expired,
+                None,
+                dead_letter,
+                ctx,
+            );
         }
         let mut msg = q.pop();
         if let Some(m) = &mut msg {
@@ -1053,7 +1066,6 @@ impl VHost {
         dead_letter: bool,
         ctx: Ctx<'_>,
     ) {
-        let key = self.queue_key(qname);
         let Some(q) = self.queues.get_mut(qname) else {
             return;
         };
@@ -1067,7 +1079,8 @@ impl VHost {
         }
         let dead_letter = dead_letter && q.args.dlx.is_some();
         let mut msgs = msgs;
-        forget(q.durable, &key, &mut msgs, None, dead_letter, ctx);
+        let names = (self.name.as_str(), qname);
+        forget(q.durable, names, &mut msgs, None, dead_letter, ctx);
         if dead_letter {
             self.reject_to_dlx(qname, msgs, ctx);
         }
@@ -1093,22 +1106,32 @@ impl VHost {
 /// bodies paged out to the store are read back first, since the store forgets them once
 /// settled; a message whose body cannot be read is dropped (logged) rather than
 /// dead-lettered empty.
+/// `queue` of `vhost` names the store's queue; the key is only built when the store is
+/// involved (this runs for every ack).
 fn forget(
     durable: bool,
-    key: &QueueKey,
+    (vhost, queue): (&str, &str),
     msgs: &mut Vec<QueuedMessage>,
     unstored: Option<u64>,
     dead_letter: bool,
     ctx: Ctx<'_>,
 ) {
-    if dead_letter && msgs.iter().any(|m| m.paged.is_some()) {
-        msgs.retain_mut(|m| m.paged.is_none() || page_in(key, m, ctx));
+    let stored = |m: &QueuedMessage| m.msg.persistent() && Some(m.id) != unstored;
+    let page_in_first = dead_letter && msgs.iter().any(|m| m.paged.is_some());
+    let settle = durable && msgs.iter().any(stored);
+    if !page_in_first && !settle {
+        return;
     }
-    if durable {
-        for m in msgs.iter() {
-            if m.msg.persistent() && Some(m.id) != unstored {
-                let _ = ctx.store.ack(key, m.id);
-            }
+    let key = QueueKey {
+        vhost: vhost.to_owned(),
+        queue: queue.to_owned(),
+    };
+    if page_in_first {
+        msgs.retain_mut(|m| m.paged.is_none() || page_in(&key, m, ctx));
+    }
+    if settle {
+        for m in msgs.iter().filter(|m| stored(m)) {
+            let _ = ctx.store.ack(&key, m.id);
         }
     }
 }
