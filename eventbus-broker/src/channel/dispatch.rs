@@ -123,7 +123,7 @@ impl Channel {
 
     fn kick_consumers(&self, s: &mut Session<'_>) {
         for c in self.consumers.values() {
-            s.kick.insert(c.queue.clone());
+            s.kick.insert(Arc::clone(&c.queue));
         }
     }
 
@@ -461,8 +461,12 @@ impl Channel {
                 s.core
                     .with_vhost(s.vhost, |vh, ctx| vh.consume(&qname2, consumer, ctx))
                     .ok_or_else(|| vhost_gone(s))??;
-                self.consumers
-                    .insert(tag.clone(), ConsumerInfo { queue: qname });
+                self.consumers.insert(
+                    tag.clone(),
+                    ConsumerInfo {
+                        queue: qname.into(),
+                    },
+                );
                 if !c.nowait {
                     s.out.method(
                         id,

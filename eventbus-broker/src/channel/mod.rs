@@ -50,7 +50,7 @@ pub struct Session<'a> {
     /// Maximum accepted body size.
     pub max_message_size: u64,
     /// Queues to dispatch once the current batch is done.
-    pub kick: &'a mut HashSet<String>,
+    pub kick: &'a mut HashSet<Arc<str>>,
     /// Client wants `basic.cancel` when the server cancels a consumer.
     pub cancel_notify: bool,
     /// Replies that wait for the message store to sync: publisher confirms (durable stores)
@@ -101,7 +101,7 @@ struct Unacked {
 
 #[derive(Debug)]
 struct ConsumerInfo {
-    queue: String,
+    queue: Arc<str>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -223,7 +223,7 @@ impl Channel {
                 let _ = s.core.store.ack(&key, d.msg.id);
             }
             d.credit.release(1);
-            s.kick.insert(d.queue.to_string());
+            s.kick.insert(d.queue.clone());
         } else {
             self.unacked.insert(
                 tag,

@@ -67,7 +67,7 @@ pub struct Connection {
     notify_tx: UnboundedSender<Notify>,
     notify_rx: UnboundedReceiver<Notify>,
     last_recv: Instant,
-    kick: HashSet<String>,
+    kick: HashSet<Arc<str>>,
     /// Replies of the current input batch that must wait for the message store to sync:
     /// publisher confirms and `tx.commit-ok` (durable stores only).
     deferred: Vec<(u16, AMQPClass)>,
