@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -50,7 +51,11 @@ pub struct EventBus {
     pipelines: Vec<PipelineBuilder>,
     worker_queue: usize,
     inbox: Option<SharedLayerFn>,
+    shutdown_timeout: Duration,
 }
+
+/// How long [`RunningBus::shutdown`] waits for handlers by default.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl std::fmt::Debug for EventBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -96,7 +101,16 @@ impl EventBus {
             pipelines: Vec::new(),
             worker_queue: DEFAULT_WORKER_QUEUE,
             inbox: None,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
         }
+    }
+
+    /// How long [`RunningBus::shutdown`] lets handlers in progress finish
+    /// (default 30 s). Past it, they are abandoned and every message the
+    /// bus still holds goes back to the transport for redelivery.
+    pub fn shutdown_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.shutdown_timeout = timeout;
+        self
     }
 
     /// Registers a handler with the standard pipeline.
@@ -142,7 +156,10 @@ impl EventBus {
         }
     }
 
-    /// Subscribes every registered group and starts its workers.
+    /// Subscribes every registered group and starts its workers. If a
+    /// group cannot be subscribed, the groups already started are stopped
+    /// again (their messages go back to the transport) and the error names
+    /// the group and the cause.
     pub async fn start(self) -> Result<RunningBus, StartError> {
         crate::EventRegistry::global()
             .check()
@@ -165,20 +182,33 @@ impl EventBus {
             }
         }
         let token = CancellationToken::new();
+        let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
+        let running = RunningBus {
+            publisher: EventPublisher {
+                transport: self.transport.clone(),
+            },
+            token: token.clone(),
+            stop: stop.clone(),
+            tracker: tracker.clone(),
+            shutdown_timeout: self.shutdown_timeout,
+        };
         for builder in pipelines {
             let handler_events = builder_events(&builder);
             let (config, pipeline) = builder.build();
             let spec = SubscriptionSpec::new(config.group.clone(), handler_events)
                 .prefetch(config.prefetch);
-            let subscription =
-                self.transport
-                    .subscribe(spec)
-                    .await
-                    .map_err(|source| StartError::Subscribe {
+            let subscription = match self.transport.subscribe(spec).await {
+                Ok(s) => s,
+                Err(source) => {
+                    tracker.close();
+                    running.shutdown().await;
+                    return Err(StartError::Subscribe {
                         group: config.group.clone(),
                         source,
-                    })?;
+                    });
+                }
+            };
             let workers = PartitionedWorkers::spawn(
                 &config.group,
                 config.concurrency,
@@ -191,16 +221,11 @@ impl EventBus {
                 subscription,
                 workers,
                 token.clone(),
+                stop.clone(),
             ));
         }
         tracker.close();
-        Ok(RunningBus {
-            publisher: EventPublisher {
-                transport: self.transport,
-            },
-            token,
-            tracker,
-        })
+        Ok(running)
     }
 }
 
@@ -209,12 +234,14 @@ fn builder_events(builder: &PipelineBuilder) -> Vec<String> {
 }
 
 /// Pulls deliveries from the subscription into the workers until cancelled,
-/// then drains the workers before releasing the subscription.
+/// then drains the workers (or, once `stop` is cancelled, stops them at
+/// once) before releasing the subscription.
 async fn receive(
     group: String,
     mut subscription: Subscription,
     workers: PartitionedWorkers,
     token: CancellationToken,
+    stop: CancellationToken,
 ) {
     let cancelled = token.cancelled();
     tokio::pin!(cancelled);
@@ -254,7 +281,15 @@ async fn receive(
             break;
         }
     }
-    workers.shutdown().await;
+    let workers_stop = workers.stop_token();
+    tokio::select! {
+        () = workers.shutdown() => {}
+        () = async {
+            stop.cancelled().await;
+            workers_stop.cancel();
+            std::future::pending::<()>().await
+        } => {}
+    }
     drop(subscription);
 }
 
@@ -293,8 +328,12 @@ impl EventPublisher {
 /// A started bus. Publish through it; [`RunningBus::shutdown`] drains in-flight work.
 pub struct RunningBus {
     publisher: EventPublisher,
+    /// Stop taking deliveries.
     token: CancellationToken,
+    /// Stop handling at once (the shutdown deadline passed).
+    stop: CancellationToken,
     tracker: TaskTracker,
+    shutdown_timeout: Duration,
 }
 
 impl std::fmt::Debug for RunningBus {
@@ -316,9 +355,25 @@ impl RunningBus {
 
     /// Stops taking deliveries, finishes and settles everything already
     /// handed to workers, then closes the subscriptions. Deliveries the
-    /// transport had prefetched but not yet handed out are returned to it.
+    /// transport had prefetched but not yet handed out, and messages parked
+    /// for a later retry, are returned to it.
+    ///
+    /// Waits at most the shutdown timeout
+    /// ([`EventBus::shutdown_timeout`], default 30 s) for handlers in
+    /// progress; then abandons them and returns their messages too. Nothing
+    /// is lost either way: what was not acked is redelivered.
     pub async fn shutdown(self) {
         self.token.cancel();
-        self.tracker.wait().await;
+        if tokio::time::timeout(self.shutdown_timeout, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                timeout_ms = self.shutdown_timeout.as_millis() as u64,
+                "shutdown deadline passed; abandoning handlers in progress"
+            );
+            self.stop.cancel();
+            self.tracker.wait().await;
+        }
     }
 }

@@ -47,7 +47,7 @@ pub use event::{
     Headers,
 };
 pub use handler::{
-    handler_fn, Backoff, Context, FailureKind, Handle, HandleError, Handler, HandlerConfig,
+    handler_fn, Backoff, Context, FailureKind, Handle, HandleError, Handler, HandlerConfig, Permanent,
     Ordering, RetryPolicy,
 };
 pub use transport::{

@@ -36,19 +36,37 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    /// Wraps a typed event: fresh UUIDv7 id, now as `occurred_at`, JSON
-    /// payload, and a `traceparent` continuing the current handler's trace
-    /// (or starting a new one).
+    /// Wraps a typed event: JSON payload, now as `occurred_at`, and a
+    /// `traceparent` continuing the current handler's trace (or starting a
+    /// new one).
+    ///
+    /// Outside a handler the id is a fresh UUIDv7. Inside a handler (on the
+    /// task running it) the event is *caused* by the message being handled:
+    /// `causation-id` is that message's id, `correlation-id` is inherited
+    /// (or that message's id), and the id is derived from the cause's id,
+    /// the group and the event's position among the attempt's
+    /// publications — so a retried or redelivered handler publishes the same
+    /// ids again, and inboxes downstream drop the repeats.
     pub fn from_event<E: Event>(event: &E) -> Result<Self, EncodeError> {
         let payload = codec::encode(E::NAME, event)?;
         // One clock read for both the UUIDv7 timestamp and `occurred_at`.
         let since_epoch = since_epoch(std::time::SystemTime::now());
+        let mut headers = Headers::with_trace(crate::middleware::TraceParent::for_new_message());
+        let id = match crate::middleware::trace::Cause::current() {
+            Some(cause) => {
+                let id = cause.derived_id();
+                headers.insert(header::CORRELATION_ID, cause.correlation_id);
+                headers.insert(header::CAUSATION_ID, cause.id.to_string());
+                id
+            }
+            None => message_id_at(since_epoch),
+        };
         Ok(Self {
-            id: message_id_at(since_epoch),
+            id,
             name: Cow::Borrowed(E::NAME),
             version: E::VERSION,
             key: event.partition_key(),
-            headers: Headers::with_trace(crate::middleware::TraceParent::for_new_message()),
+            headers,
             occurred_at: DateTime::from_timestamp(
                 i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX),
                 since_epoch.subsec_nanos(),

@@ -52,6 +52,6 @@ where
             return Box::pin(async move { Err(HandleError::UnknownEvent(name)) });
         }
         let fut = (self.f)(cx);
-        Box::pin(async move { fut.await.map_err(HandleError::Handler) })
+        Box::pin(async move { fut.await.map_err(HandleError::from_handler) })
     }
 }

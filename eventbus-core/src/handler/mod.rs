@@ -8,7 +8,7 @@ mod from_fn;
 pub use config::{Backoff, HandlerConfig, Ordering, RetryPolicy};
 pub use context::Context;
 pub(crate) use context::ContextSlot;
-pub use error::{FailureKind, HandleError};
+pub use error::{FailureKind, HandleError, Permanent};
 pub use from_fn::{handler_fn, FnHandler};
 
 use std::future::Future;
@@ -38,7 +38,9 @@ use crate::{BoxError, Event};
 /// ```
 ///
 /// Return `Err` to fail the attempt: the pipeline retries it with backoff and
-/// dead-letters it when the retry policy is exhausted. Panics count as failures.
+/// dead-letters it when the retry policy is exhausted. Panics count as
+/// failures. Return [`HandleError::permanent`] for a failure no retry can
+/// fix: it is dead-lettered at once.
 ///
 /// The future must be `Send` (handlers run on a multi-threaded runtime). It
 /// is not boxed: the derived [`Handler::dispatch`] holds it inline, so a
@@ -75,5 +77,5 @@ pub async fn dispatch_to<E: Event, H: Handle<E> + ?Sized>(
     handler
         .handle(event, cx)
         .await
-        .map_err(HandleError::Handler)
+        .map_err(HandleError::from_handler)
 }

@@ -1,4 +1,7 @@
-//! Turns a final failure into a dead letter instead of an error.
+//! Decides what a failed attempt leads to: another attempt later, or a
+//! dead letter. Never an error, and never a sleep: waiting for the next
+//! attempt is the worker's job (it parks the message's key meanwhile, so
+//! the other keys keep flowing).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,7 +11,9 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::{header, Context, Envelope, HandleError};
+use std::time::Duration;
+
+use crate::{header, Context, Envelope, HandleError, RetryPolicy};
 
 /// What became of a delivery after the pipeline ran.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,25 +25,45 @@ pub enum Outcome {
     /// (Boxed: the outcome travels back through every layer, and the common
     /// case should not carry an envelope's worth of bytes.)
     DeadLetter(Box<Envelope>),
+    /// The attempt failed and may succeed later: try again (with
+    /// [`Context::next_attempt`]) after this delay.
+    Retry {
+        /// How long to wait before the next attempt (the retry policy's backoff).
+        after: Duration,
+    },
 }
 
-/// Catches the error that survives the retry layer and answers
+/// Catches a failed attempt's error. While the retry policy allows and the
+/// error is retryable ([`HandleError::is_retryable`]) it answers
+/// [`Outcome::Retry`] with the backoff delay; otherwise
 /// [`Outcome::DeadLetter`] with the error, failure kind, attempt count and
 /// group recorded in the headers (`x-eventbus-*`).
 #[derive(Debug, Clone, Default)]
-pub struct DeadLetterLayer;
+pub struct DeadLetterLayer {
+    retry: Option<RetryPolicy>,
+}
 
 impl DeadLetterLayer {
-    /// The layer.
+    /// The layer without retries: the first failure dead-letters.
     pub fn new() -> Self {
-        Self
+        Self { retry: None }
+    }
+
+    /// The layer asking for retries as `policy` allows.
+    pub fn with_retry(policy: RetryPolicy) -> Self {
+        Self {
+            retry: Some(policy),
+        }
     }
 }
 
 impl<S> Layer<S> for DeadLetterLayer {
     type Service = DeadLetter<S>;
     fn layer(&self, inner: S) -> DeadLetter<S> {
-        DeadLetter { inner }
+        DeadLetter {
+            inner,
+            retry: self.retry,
+        }
     }
 }
 
@@ -46,6 +71,7 @@ impl<S> Layer<S> for DeadLetterLayer {
 #[derive(Debug, Clone)]
 pub struct DeadLetter<S> {
     inner: S,
+    retry: Option<RetryPolicy>,
 }
 
 /// The dead-letter copy of `cx`'s envelope for `error`.
@@ -81,6 +107,7 @@ where
         DeadLetterFuture {
             fut: self.inner.call(req.clone()),
             req,
+            retry: self.retry,
         }
     }
 }
@@ -91,6 +118,7 @@ pin_project! {
         #[pin]
         fut: F,
         req: Context,
+        retry: Option<RetryPolicy>,
     }
 }
 
@@ -107,6 +135,19 @@ where
             Poll::Ready(Ok(())) => Poll::Ready(Ok(Outcome::Handled)),
             Poll::Ready(Err(e)) => {
                 let req = &*this.req;
+                if let Some(policy) = this.retry {
+                    if e.is_retryable() && req.attempt() < policy.max_attempts {
+                        let after = policy.backoff.delay(req.attempt());
+                        tracing::warn!(
+                            error = %e,
+                            attempt = req.attempt(),
+                            max_attempts = policy.max_attempts,
+                            retry_in_ms = after.as_millis() as u64,
+                            "handler attempt failed; retrying later"
+                        );
+                        return Poll::Ready(Ok(Outcome::Retry { after }));
+                    }
+                }
                 tracing::error!(
                     error = %e,
                     attempts = req.attempts_made(),

@@ -4,11 +4,15 @@
 //! stacks them outermost first as:
 //!
 //! ```text
-//! trace ─► dead-letter ─► retry ─► timeout ─► recover (panics) ─► user layers ─► handler
+//! trace ─► dead-letter (retry decision) ─► timeout ─► recover (panics) ─► user layers ─► handler
 //! ```
 //!
-//! so a span covers all attempts, each attempt gets its own time limit, and a
-//! panic is just a failed attempt. User layers run inside every attempt.
+//! One pass through the stack is one attempt, with its own span and time
+//! limit; a panic is just a failed attempt. The dead-letter layer answers
+//! [`Outcome::Retry`] while the retry policy allows, and the worker parks
+//! the message's key until the backoff has passed (other keys keep
+//! flowing), then runs the next attempt. [`RetryLayer`] retries in place
+//! instead (sleeping inside the call), for pipelines run outside the bus.
 
 pub mod dead_letter;
 pub mod recover;

@@ -1,6 +1,7 @@
 //! A tracing span per delivery, continuing the publisher's W3C trace.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context as TaskContext, Poll};
 
 use tokio::task::futures::TaskLocalFuture;
@@ -34,7 +35,7 @@ tokio::task_local! {
 /// `traceparent` and drawing a span id. Kept in the delivery's [`Context`],
 /// so all attempts share it and the task-local holds one pointer.
 #[derive(Debug)]
-pub struct CurrentTrace(TraceSource);
+pub struct CurrentTrace(TraceSource, AtomicU32);
 
 #[derive(Debug)]
 enum TraceSource {
@@ -42,6 +43,57 @@ enum TraceSource {
     Delivery(Context),
     /// A fixed context ([`TraceParent::scope`]).
     Fixed(Box<TraceParent>),
+}
+
+/// The delivery a handler is handling while it publishes (see
+/// [`Envelope::from_event`]): the new event's cause.
+#[derive(Debug)]
+pub(crate) struct Cause {
+    /// The message being handled.
+    pub(crate) id: uuid::Uuid,
+    /// Its correlation id (its own id if it has none).
+    pub(crate) correlation_id: String,
+    /// The handler group handling it.
+    pub(crate) group: String,
+    /// How many events this attempt published before this one.
+    pub(crate) position: u32,
+}
+
+impl Cause {
+    /// The cause of an event being published now on this task, if a
+    /// handler is running here; counts the publication.
+    pub(crate) fn current() -> Option<Self> {
+        CURRENT
+            .try_with(|c| match &c.0 {
+                TraceSource::Delivery(cx) => {
+                    let env = cx.envelope();
+                    Some(Self {
+                        id: env.id,
+                        correlation_id: env
+                            .headers
+                            .correlation_id()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| env.id.to_string()),
+                        group: cx.group().to_owned(),
+                        position: c.1.fetch_add(1, Ordering::Relaxed),
+                    })
+                }
+                TraceSource::Fixed(_) => None,
+            })
+            .ok()
+            .flatten()
+    }
+
+    /// The id of the event: the same for the same cause, group and
+    /// position, so an attempt that is retried (or a message delivered
+    /// again) publishes the same ids and inboxes downstream drop the
+    /// repeats. A name-based UUID (version 5) in the cause's id as
+    /// namespace, named `<group>/<position>` (two groups handling one
+    /// message publish different ids).
+    pub(crate) fn derived_id(&self) -> uuid::Uuid {
+        let name = format!("{}/{}", self.group, self.position);
+        uuid::Uuid::new_v5(&self.id, name.as_bytes())
+    }
 }
 
 impl CurrentTrace {
@@ -130,7 +182,10 @@ impl TraceParent {
     /// Runs `fut` with `self` as the current trace context.
     pub async fn scope<F: std::future::Future>(self, fut: F) -> F::Output {
         CURRENT
-            .scope(CurrentTrace(TraceSource::Fixed(Box::new(self))), fut)
+            .scope(
+                CurrentTrace(TraceSource::Fixed(Box::new(self)), AtomicU32::new(0)),
+                fut,
+            )
             .await
     }
 }
@@ -199,9 +254,11 @@ impl fmt::Display for TraceParent {
     }
 }
 
-/// Wraps all attempts of a delivery in an `eventbus.handle` span carrying
-/// event, group, message id, key and the W3C trace id, and makes the
-/// delivery's trace current so events published by the handler continue it.
+/// Wraps an attempt at a delivery in an `eventbus.handle` span carrying
+/// event, group, message id, key and the W3C trace id (all attempts of a
+/// delivery share the trace context), and makes the delivery current so
+/// events published by the handler continue its trace and record it as
+/// their cause (see [`Envelope::from_event`]).
 #[derive(Debug, Clone, Default)]
 pub struct TraceLayer;
 
@@ -262,7 +319,8 @@ where
                 format_args!("{:016x}", parent.map(|p| p.span_id).unwrap_or(0)),
             );
         }
-        let current = CurrentTrace(TraceSource::Delivery(req.clone()));
+        // One per attempt: the attempt's publications are numbered from 0.
+        let current = CurrentTrace(TraceSource::Delivery(req.clone()), AtomicU32::new(0));
         let fut = self.inner.call(req);
         CURRENT.scope(current, fut).instrument(span)
     }

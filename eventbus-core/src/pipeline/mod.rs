@@ -10,16 +10,17 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::middleware::{
-    CatchPanic, CatchPanicLayer, DeadLetter, DeadLetterLayer, Outcome, Retry, RetryLayer, Timeout,
-    Trace, TraceLayer,
+    CatchPanic, CatchPanicLayer, DeadLetter, DeadLetterLayer, Outcome, Timeout, Trace, TraceLayer,
 };
 use crate::{Context, HandleError, Handler, HandlerConfig};
 
 /// The innermost service: the user's handler, type-erased.
 pub type HandlerService = BoxCloneService<Context, (), HandleError>;
 
-/// The standard stack, outermost first (see [`crate::middleware`]).
-type Stack = Trace<DeadLetter<Retry<Timeout<CatchPanic<Attempt>>>>>;
+/// The standard stack, outermost first (see [`crate::middleware`]). One call
+/// is one attempt; the dead-letter layer answers [`Outcome::Retry`] while
+/// the retry policy allows, and the worker runs the next attempt later.
+type Stack = Trace<DeadLetter<Timeout<CatchPanic<Attempt>>>>;
 
 /// A complete pipeline: takes a delivery's context, answers what to do with it.
 ///
@@ -250,8 +251,7 @@ impl PipelineBuilder {
         let attempt = Timeout::optional(CatchPanicLayer::new().layer(inner), config.timeout);
         let inner = ServiceBuilder::new()
             .layer(TraceLayer::new())
-            .layer(DeadLetterLayer::new())
-            .layer(RetryLayer::new(config.retry))
+            .layer(DeadLetterLayer::with_retry(config.retry))
             .service(attempt);
         (config, PipelineService { inner })
     }

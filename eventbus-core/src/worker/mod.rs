@@ -15,6 +15,7 @@
 //! for all its deliveries, and settles the acks of deliveries it handled
 //! back to back together, before it waits for anything (memory transport).
 
+mod parking;
 mod partitioner;
 mod queue;
 
@@ -23,6 +24,7 @@ pub use partitioner::{HashPartitioner, Partitioner};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::{Service, ServiceExt};
 
@@ -35,7 +37,9 @@ use crate::handler::ContextSlot;
 use crate::transport::memory::AckBatch;
 use crate::transport::{Delivery, DeliveryAcker, TransportError, TransportFuture};
 use crate::{Context, HandleError, Ordering};
+use parking::{Parking, Retry};
 use partitioner::RoundRobin;
+use tokio::time::Instant;
 use queue::WorkerQueue;
 
 /// Default capacity of each worker's queue.
@@ -51,6 +55,8 @@ pub struct PartitionedWorkers {
     partitioner: Arc<dyn Partitioner>,
     round_robin: RoundRobin,
     tracker: TaskTracker,
+    /// Cancelled to stop at once (see [`PartitionedWorkers::stop_now`]).
+    stop: CancellationToken,
 }
 
 impl std::fmt::Debug for PartitionedWorkers {
@@ -94,6 +100,7 @@ impl PartitionedWorkers {
         let workers = workers.max(1);
         let group: Arc<str> = Arc::from(group);
         let tracker = TaskTracker::new();
+        let stop = CancellationToken::new();
         let queues = (0..workers)
             .map(|index| {
                 let queue = Arc::new(WorkerQueue::new(queue_capacity));
@@ -102,6 +109,8 @@ impl PartitionedWorkers {
                     group.clone(),
                     queue.clone(),
                     pipeline.clone(),
+                    ordering == Ordering::ByKey,
+                    stop.clone(),
                 ));
                 queue
             })
@@ -113,7 +122,17 @@ impl PartitionedWorkers {
             partitioner,
             round_robin: RoundRobin::default(),
             tracker,
+            stop,
         }
+    }
+
+    /// A token that, when cancelled, makes the workers stop at once: the
+    /// handler calls in progress are abandoned (dropped), and every
+    /// delivery the workers hold — in progress, queued or parked for a
+    /// retry — goes back to the transport for redelivery. What
+    /// [`crate::RunningBus::shutdown`] does when its deadline passes.
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
     }
 
     /// Number of workers.
@@ -234,63 +253,218 @@ async fn run_worker(
     index: usize,
     group: Arc<str>,
     queue: Arc<WorkerQueue>,
-    mut pipeline: PipelineService,
+    pipeline: PipelineService,
+    keyed: bool,
+    stop: CancellationToken,
 ) {
     let _gone = WorkerGone(&queue);
-    // One pipeline instance and one delivery context per worker, reused:
-    // deliveries are handled one at a time, so neither needs to be made
-    // anew per message.
-    let mut slot = ContextSlot::new(group.clone());
-    // Acks of deliveries handled back to back without waiting are settled
-    // together, before the worker waits for anything.
-    let mut acks = AckBatch::default();
+    let mut w = Worker {
+        slot: ContextSlot::new(group.clone()),
+        group,
+        pipeline,
+        // Acks of deliveries handled back to back without waiting are
+        // settled together, before the worker waits for anything.
+        acks: AckBatch::default(),
+        parking: Parking::default(),
+        keyed,
+        stop,
+        stopped: false,
+    };
     let mut batch = VecDeque::new();
-    while queue.take(&mut batch).await {
+    loop {
+        // Wait for deliveries, or until the next parked message is due.
+        let due = w.parking.next_due();
+        if due.is_some() {
+            w.acks.settle();
+        }
+        let more = tokio::select! {
+            more = queue.take(&mut batch) => more,
+            () = sleep_until_some(due) => true,
+            () = w.stop.cancelled() => false,
+        };
+        if !more || w.stopped {
+            break;
+        }
+        // Due retries first: they are older than anything just taken.
+        if !w.parking.is_empty() {
+            w.run_due().await;
+        }
         while let Some(delivery) = batch.pop_front() {
             queue.started();
-            let (envelope, redelivered, acker) = delivery.into_parts();
-            let cx = slot.context(envelope, redelivered);
-            let id = cx.message_id();
-            let result = match poll_fn(|t| pipeline.poll_ready(t)).await {
-                Ok(()) => {
-                    let handling = pipeline.call(cx.clone());
-                    tokio::pin!(handling);
-                    match poll_fn(|t| Poll::Ready(handling.as_mut().poll(t))).await {
-                        Poll::Ready(result) => result,
-                        Poll::Pending => {
-                            // The handler waits: settle the held acks first.
-                            acks.settle();
-                            handling.await
-                        }
-                    }
+            let delivery = if w.parking.is_empty() {
+                delivery
+            } else {
+                // A delivery of a parked key waits behind it.
+                match w.parking.defer(delivery) {
+                    Ok(()) => continue,
+                    Err(d) => d,
                 }
-                Err(e) => Err(e),
             };
-            if let Some(settling) = settle(id, result, acker, Some(&mut acks)) {
-                if !settling.is_ready() {
-                    acks.settle();
-                }
-                settled(&group, id, settling.await);
+            if w.stopped {
+                settled(&w.group, delivery.envelope.id, delivery.nack(true).await);
+                continue;
             }
-            slot.release(cx);
+            let (envelope, redelivered, acker) = delivery.into_parts();
+            let cx = w.slot.context(envelope, redelivered);
+            w.attempt(cx, acker, VecDeque::new()).await;
         }
-        acks.settle();
+        w.acks.settle();
+        if w.stopped {
+            break;
+        }
         // Taking from the queue does not count against the task's
         // cooperative budget; this does, so a worker that always finds work
         // still lets the other tasks on its thread run.
         tokio::task::consume_budget().await;
     }
-    tracing::debug!(group = %group, worker = index, "worker stopped");
+    w.acks.settle();
+    // Stopping: parked messages (and those waiting behind them) go back to
+    // the transport, in order, to be redelivered.
+    for (retry, backlog) in w.parking.drain() {
+        let id = retry.cx.message_id();
+        settled(&w.group, id, retry.acker.nack(true).await);
+        for d in backlog {
+            let id = d.envelope.id;
+            settled(&w.group, id, d.nack(true).await);
+        }
+    }
+    tracing::debug!(group = %w.group, worker = index, "worker stopped");
+}
+
+/// Sleeps until `due`, or forever without one.
+async fn sleep_until_some(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One worker's state: its pipeline, reusable context, held acks and
+/// parked messages. Owned by the worker's task alone.
+struct Worker {
+    group: Arc<str>,
+    pipeline: PipelineService,
+    /// One delivery context, reused: deliveries are handled one at a time,
+    /// so it need not be made anew per message.
+    slot: ContextSlot,
+    acks: AckBatch,
+    parking: Parking,
+    /// Key-ordered group: a parked message holds back its key.
+    keyed: bool,
+    /// Cancelled: stop at once ([`PartitionedWorkers::stop_token`]).
+    stop: CancellationToken,
+    /// `stop` was seen: hand everything back instead of handling it.
+    stopped: bool,
+}
+
+impl Worker {
+    /// Runs one attempt at `cx` and settles it — or parks it when the
+    /// pipeline asks for a retry, with `backlog` (deliveries of its key that
+    /// waited behind it) kept behind it. Returns `backlog` unless parked.
+    async fn attempt(
+        &mut self,
+        cx: Context,
+        acker: DeliveryAcker,
+        backlog: VecDeque<Delivery>,
+    ) -> Option<VecDeque<Delivery>> {
+        let id = cx.message_id();
+        if self.stopped {
+            settled(&self.group, id, acker.nack(true).await);
+            return Some(backlog);
+        }
+        let result = match poll_fn(|t| self.pipeline.poll_ready(t)).await {
+            Ok(()) => {
+                let handling = self.pipeline.call(cx.clone());
+                tokio::pin!(handling);
+                match poll_fn(|t| Poll::Ready(handling.as_mut().poll(t))).await {
+                    Poll::Ready(result) => result,
+                    Poll::Pending => {
+                        // The handler waits: settle the held acks first.
+                        self.acks.settle();
+                        tokio::select! {
+                            result = &mut handling => result,
+                            () = self.stop.cancelled() => {
+                                // Abandon the attempt; the message is redelivered.
+                                self.stopped = true;
+                                tracing::warn!(group = %self.group, message_id = %id, "stopping: handler abandoned, message requeued");
+                                Ok(Outcome::Retry { after: std::time::Duration::ZERO })
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        };
+        if self.stopped {
+            settled(&self.group, id, acker.nack(true).await);
+            return Some(backlog);
+        }
+        if let Ok(Outcome::Retry { after }) = result {
+            let key = if self.keyed {
+                cx.key().map(str::to_owned)
+            } else {
+                None
+            };
+            let retry = Retry {
+                cx: cx.next_attempt(),
+                acker,
+            };
+            self.parking
+                .park(key, retry, Instant::now() + after, backlog);
+            return None;
+        }
+        if let Some(settling) = settle(id, result, acker, Some(&mut self.acks)) {
+            if !settling.is_ready() {
+                self.acks.settle();
+            }
+            settled(&self.group, id, settling.await);
+        }
+        self.slot.release(cx);
+        Some(backlog)
+    }
+
+    /// Runs the parked messages that are due; after each one that is done,
+    /// the deliveries that waited behind it, in order, until one of them
+    /// parks the key again.
+    async fn run_due(&mut self) {
+        if self.stopped {
+            return;
+        }
+        let now = Instant::now();
+        while let Some((_key, retry, backlog)) = self.parking.take_due(now) {
+            let Some(mut rest) = self.attempt(retry.cx, retry.acker, backlog).await else {
+                continue;
+            };
+            while let Some(d) = rest.pop_front() {
+                let (envelope, redelivered, acker) = d.into_parts();
+                let cx = self.slot.context(envelope, redelivered);
+                match self.attempt(cx, acker, std::mem::take(&mut rest)).await {
+                    Some(back) => rest = back,
+                    None => break,
+                }
+            }
+        }
+    }
 }
 
 /// Runs the pipeline for one delivery and settles it.
 pub async fn handle_one(group: &Arc<str>, delivery: Delivery, pipeline: &mut PipelineService) {
     let (envelope, redelivered, acker) = delivery.into_parts();
-    let cx = Context::new(envelope, group.clone(), redelivered);
+    let mut cx = Context::new(envelope, group.clone(), redelivered);
     let id = cx.message_id();
-    let result = match pipeline.ready().await {
-        Ok(svc) => svc.call(cx).await,
-        Err(e) => Err(e),
+    let result = loop {
+        let result = match pipeline.ready().await {
+            Ok(svc) => svc.call(cx.clone()).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            // Outside a worker nothing else waits on this task: retry in place.
+            Ok(Outcome::Retry { after }) => {
+                tokio::time::sleep(after).await;
+                cx = cx.next_attempt();
+            }
+            other => break other,
+        }
     };
     if let Some(settling) = settle(id, result, acker, None) {
         settled(group, id, settling.await);
@@ -312,6 +486,7 @@ fn settle(
             None => Some(acker.ack()),
         },
         Ok(Outcome::DeadLetter(env)) => Some(acker.dead_letter(*env)),
+        Ok(Outcome::Retry { .. }) => Some(acker.nack(true)),
         Err(e) => {
             // Only reachable if a user layer outside the dead-letter layer fails:
             // give the message back rather than lose it.

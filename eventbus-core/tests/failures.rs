@@ -1,0 +1,315 @@
+//! Failures that stall nothing: a message waiting for its retry parks only
+//! its own key, permanent errors are dead-lettered at once, shutdown has a
+//! deadline and returns what it holds, and what a handler publishes has
+//! ids derived from its cause (so a retry republishes the same ids).
+//!
+//! Time is tokio's paused clock: a backoff of an hour passes only when
+//! every task waits, so "handled before the backoff ran out" is checked
+//! exactly, not by luck.
+
+use std::sync::atomic::{AtomicU32, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use eventbus_core::testing::{envelope, expect_delivery, unique};
+use eventbus_core::{
+    handler_fn, header, Backoff, Context, Event, EventBus, EventPublisher, HandleError,
+    HandlerConfig, MemoryTransport, Publisher, RetryPolicy, Subscriber,
+};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn config(group: &str, attempts: u32, backoff: Duration) -> HandlerConfig {
+    let mut c = HandlerConfig::new(group);
+    c.retry = RetryPolicy {
+        max_attempts: attempts,
+        backoff: Backoff {
+            initial: backoff,
+            max: backoff,
+            multiplier: 1,
+            jitter: false,
+        },
+    };
+    c
+}
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+fn n_of(cx: &Context) -> u64 {
+    cx.envelope().headers.get("x-test-n").unwrap().parse().unwrap()
+}
+
+/// Waits (on the paused clock too) until `f` holds; fails after `limit`
+/// of the test's clock.
+async fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    // Look often relative to the limit: on the paused clock every step is
+    // a turn of the loop.
+    let step = (limit / 10_000).max(Duration::from_millis(1));
+    while !f() {
+        assert!(Instant::now() < deadline, "condition not reached in {limit:?}");
+        tokio::time::sleep(step).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_key_parks_only_itself() {
+    let t = MemoryTransport::new();
+    let (group, event) = (unique("g"), leak(unique("ev")));
+    // (key, n, clock when handled, attempt)
+    let seen = Arc::new(Mutex::new(Vec::<(String, u64, Instant, u32)>::new()));
+    let s = seen.clone();
+    let mut bus = EventBus::new(t.clone());
+    // One worker: without parking, the bad key's backoff would hold every key.
+    bus.register(handler_fn(config(&group, 3, HOUR), vec![event], move |cx| {
+        let s = s.clone();
+        async move {
+            let key = cx.key().unwrap().to_owned();
+            let n = n_of(&cx);
+            s.lock()
+                .unwrap()
+                .push((key.clone(), n, Instant::now(), cx.attempt()));
+            if key == "bad" && n == 0 {
+                Err("poison".into())
+            } else {
+                Ok(())
+            }
+        }
+    }));
+    let running = bus.start().await.unwrap();
+    let t0 = Instant::now();
+    t.publish(&envelope(event, Some("bad"), 0)).await.unwrap();
+    for n in 1..=1000u64 {
+        let key = format!("k{}", n % 100);
+        t.publish(&envelope(event, Some(&key), n)).await.unwrap();
+        if n % 250 == 0 {
+            // Later events of the failing key wait behind it.
+            t.publish(&envelope(event, Some("bad"), n)).await.unwrap();
+        }
+    }
+    let healthy = |v: &Vec<(String, u64, Instant, u32)>| v.iter().filter(|e| e.0 != "bad").count();
+    wait_until(Duration::from_secs(60), || healthy(&seen.lock().unwrap()) == 1000).await;
+    {
+        let v = seen.lock().unwrap();
+        assert!(
+            v.iter().all(|e| e.0 == "bad" || e.2 == t0),
+            "healthy keys waited for the failing key's backoff"
+        );
+        let bad: Vec<_> = v.iter().filter(|e| e.0 == "bad").collect();
+        assert_eq!(bad.len(), 1, "the failing key went on before its retry: {bad:?}");
+    }
+    // The poison message is dead-lettered after 3 attempts an hour apart;
+    // then the failing key's later events run, in order.
+    let mut dlq = t.subscribe_dead_letters(&group, 8).await.unwrap();
+    let dead = tokio::time::timeout(3 * HOUR, dlq.next())
+        .await
+        .expect("no dead letter within 3 h")
+        .unwrap()
+        .unwrap();
+    assert_eq!(dead.envelope.headers.get(header::DEAD_LETTER_ATTEMPTS), Some("3"));
+    wait_until(3 * HOUR, || {
+        seen.lock().unwrap().iter().filter(|e| e.0 == "bad").count() == 7
+    })
+    .await;
+    let v = seen.lock().unwrap().clone();
+    let bad: Vec<_> = v.iter().filter(|e| e.0 == "bad").collect();
+    let order: Vec<(u64, u32)> = bad.iter().map(|e| (e.1, e.3)).collect();
+    assert_eq!(
+        order,
+        vec![(0, 1), (0, 2), (0, 3), (250, 1), (500, 1), (750, 1), (1000, 1)]
+    );
+    assert!(bad[1].2 - t0 >= HOUR && bad[2].2 - t0 >= 2 * HOUR, "backoff kept");
+    running.shutdown().await;
+    let stats = t.queue_stats(&group).unwrap();
+    assert_eq!((stats.ready, stats.unacked), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn unkeyed_retries_park_alone() {
+    let t = MemoryTransport::new();
+    let (group, event) = (unique("g"), leak(unique("ev")));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let mut bus = EventBus::new(t.clone());
+    bus.register(handler_fn(config(&group, 2, HOUR), vec![event], move |cx| {
+        let s = s.clone();
+        async move {
+            let n = n_of(&cx);
+            s.lock().unwrap().push((n, cx.attempt()));
+            if n == 0 && cx.attempt() == 1 {
+                Err("once".into())
+            } else {
+                Ok(())
+            }
+        }
+    }));
+    let running = bus.start().await.unwrap();
+    for n in 0..3 {
+        t.publish(&envelope(event, None, n)).await.unwrap();
+    }
+    wait_until(2 * HOUR, || seen.lock().unwrap().len() == 4).await;
+    assert_eq!(*seen.lock().unwrap(), vec![(0, 1), (1, 1), (2, 1), (0, 2)]);
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn permanent_errors_are_dead_lettered_at_once() {
+    let t = MemoryTransport::new();
+    let (group, event) = (unique("g"), leak(unique("ev")));
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = calls.clone();
+    let mut bus = EventBus::new(t.clone());
+    bus.register(handler_fn(config(&group, 5, HOUR), vec![event], move |_cx| {
+        let c = c.clone();
+        async move {
+            c.fetch_add(1, AtomicOrdering::SeqCst);
+            Err(HandleError::permanent("unknown product p-9"))
+        }
+    }));
+    let running = bus.start().await.unwrap();
+    t.publish(&envelope(event, Some("k"), 1)).await.unwrap();
+    let mut dlq = t.subscribe_dead_letters(&group, 8).await.unwrap();
+    let dead = expect_delivery(&mut dlq, "dead letter").await;
+    running.shutdown().await;
+    assert_eq!(calls.load(AtomicOrdering::SeqCst), 1, "retried a permanent error");
+    let h = &dead.envelope.headers;
+    assert_eq!(h.get(header::DEAD_LETTER_REASON), Some("permanent"));
+    assert_eq!(h.get(header::DEAD_LETTER_ATTEMPTS), Some("1"));
+    assert!(h.get(header::DEAD_LETTER_ERROR).unwrap().contains("unknown product p-9"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_returns_parked_messages() {
+    let t = MemoryTransport::new();
+    let (group, event) = (unique("g"), leak(unique("ev")));
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = calls.clone();
+    let mut bus = EventBus::new(t.clone());
+    bus.register(handler_fn(config(&group, 5, HOUR), vec![event], move |_cx| {
+        let c = c.clone();
+        async move {
+            c.fetch_add(1, AtomicOrdering::SeqCst);
+            Err("down".into())
+        }
+    }));
+    let running = bus.start().await.unwrap();
+    t.publish(&envelope(event, Some("k"), 1)).await.unwrap();
+    t.publish(&envelope(event, Some("k"), 2)).await.unwrap();
+    wait_until(Duration::from_secs(1), || calls.load(AtomicOrdering::SeqCst) == 1).await;
+    let before = Instant::now();
+    running.shutdown().await;
+    assert!(Instant::now() - before < HOUR, "shutdown waited for the backoff");
+    let stats = t.queue_stats(&group).unwrap();
+    assert_eq!((stats.ready, stats.unacked), (2, 0), "parked messages not returned");
+    assert_eq!(calls.load(AtomicOrdering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_deadline_abandons_a_stuck_handler() {
+    let t = MemoryTransport::new();
+    let (group, event) = (unique("g"), leak(unique("ev")));
+    let mut c = config(&group, 5, HOUR);
+    c.timeout = None;
+    let started = Arc::new(AtomicU32::new(0));
+    let s = started.clone();
+    let mut bus = EventBus::new(t.clone());
+    bus.shutdown_timeout(Duration::from_secs(5));
+    bus.register(handler_fn(c, vec![event], move |_cx| {
+        let s = s.clone();
+        async move {
+            s.fetch_add(1, AtomicOrdering::SeqCst);
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+    }));
+    let running = bus.start().await.unwrap();
+    t.publish(&envelope(event, Some("k"), 1)).await.unwrap();
+    wait_until(Duration::from_secs(1), || started.load(AtomicOrdering::SeqCst) == 1).await;
+    let before = Instant::now();
+    running.shutdown().await;
+    let took = Instant::now() - before;
+    assert!(took >= Duration::from_secs(5) && took < Duration::from_secs(6), "took {took:?}");
+    let stats = t.queue_stats(&group).unwrap();
+    assert_eq!((stats.ready, stats.unacked), (1, 0), "abandoned message not returned");
+}
+
+#[derive(Debug, Event, Serialize, Deserialize)]
+#[event(name = "test.failures.order-placed", key = "order")]
+struct OrderPlaced {
+    order: String,
+}
+
+#[derive(Debug, Event, Serialize, Deserialize)]
+#[event(name = "test.failures.stock-reserved", key = "order")]
+struct StockReserved {
+    order: String,
+    line: u32,
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retried_handler_republishes_the_same_ids_with_its_cause() {
+    let t = MemoryTransport::new();
+    let group = unique("inventory");
+    let publisher = Arc::new(Mutex::new(None::<EventPublisher>));
+    let p = publisher.clone();
+    let mut bus = EventBus::new(t.clone());
+    bus.register(handler_fn(
+        config(&group, 3, Duration::from_millis(10)),
+        vec![OrderPlaced::NAME],
+        move |cx| {
+            let p = p.lock().unwrap().clone().unwrap();
+            async move {
+                let e: OrderPlaced = cx.envelope().decode()?;
+                for line in 0..2 {
+                    p.publish(&StockReserved {
+                        order: e.order.clone(),
+                        line,
+                    })
+                    .await?;
+                }
+                if cx.attempt() == 1 {
+                    return Err("lost the database connection after publishing".into());
+                }
+                Ok(())
+            }
+        },
+    ));
+    // Publications of the handler, observed downstream.
+    let mut downstream = t
+        .subscribe(eventbus_core::SubscriptionSpec::new(
+            unique("downstream"),
+            [StockReserved::NAME],
+        ))
+        .await
+        .unwrap();
+    *publisher.lock().unwrap() = Some(bus.publisher());
+    let running = bus.start().await.unwrap();
+    let cause = running
+        .publish(&OrderPlaced { order: "o-1".into() })
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        let d = expect_delivery(&mut downstream, "published by the handler").await;
+        got.push((*d.envelope).clone());
+        d.ack().await.unwrap();
+    }
+    running.shutdown().await;
+    assert_eq!(got[0].id, got[2].id, "first publication's id changed on retry");
+    assert_eq!(got[1].id, got[3].id, "second publication's id changed on retry");
+    assert_ne!(got[0].id, got[1].id);
+    assert_ne!(got[0].id, cause.id);
+    for e in &got {
+        assert_eq!(e.headers.causation_id(), Some(cause.id.to_string().as_str()));
+        assert_eq!(e.headers.correlation_id(), Some(cause.id.to_string().as_str()));
+    }
+    // Outside a handler, ids are fresh.
+    let a = eventbus_core::Envelope::from_event(&OrderPlaced { order: "x".into() }).unwrap();
+    let b = eventbus_core::Envelope::from_event(&OrderPlaced { order: "x".into() }).unwrap();
+    assert_ne!(a.id, b.id);
+    assert!(a.headers.causation_id().is_none());
+}
