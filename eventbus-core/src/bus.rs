@@ -192,6 +192,8 @@ impl EventBus {
             stop: stop.clone(),
             tracker: tracker.clone(),
             shutdown_timeout: self.shutdown_timeout,
+            transport: self.transport.clone(),
+            groups: pipelines.iter().map(|p| p.config().group.clone()).collect(),
         };
         for builder in pipelines {
             let handler_events = builder_events(&builder);
@@ -334,6 +336,28 @@ pub struct RunningBus {
     stop: CancellationToken,
     tracker: TaskTracker,
     shutdown_timeout: Duration,
+    transport: Arc<dyn Transport>,
+    /// The groups this bus consumes.
+    groups: Vec<String>,
+}
+
+/// [`RunningBus::wait_idle`] gave up.
+#[derive(Debug, thiserror::Error)]
+pub enum WaitIdleError {
+    /// Messages were still pending when the time ran out.
+    #[error("{pending} message(s) still pending after {timeout:?}")]
+    Timeout {
+        /// How long it waited.
+        timeout: Duration,
+        /// Messages pending at the end.
+        pending: u64,
+    },
+    /// The transport cannot count pending messages.
+    #[error("the transport cannot tell how many messages are pending")]
+    Unsupported,
+    /// Asking the transport failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
 }
 
 impl std::fmt::Debug for RunningBus {
@@ -351,6 +375,37 @@ impl RunningBus {
     /// A clonable publisher.
     pub fn publisher(&self) -> EventPublisher {
         self.publisher.clone()
+    }
+
+    /// Waits until this bus's groups have nothing pending: everything
+    /// published to them so far was handled (or dead-lettered), including
+    /// what their handlers published to each other meanwhile. For short
+    /// programs and scripts — publish, `wait_idle`, `shutdown` — that must
+    /// not exit before their events were handled. (Tests are better served
+    /// by [`crate::testing::TestBus`].) Polls the transport's counts
+    /// ([`Subscriber::pending`](crate::Subscriber::pending)) until they are
+    /// zero twice in a row, at most `timeout`.
+    pub async fn wait_idle(&self, timeout: Duration) -> Result<(), WaitIdleError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut idle_seen = false;
+        loop {
+            let mut pending = 0;
+            for g in &self.groups {
+                pending += self
+                    .transport
+                    .pending(g)
+                    .await?
+                    .ok_or(WaitIdleError::Unsupported)?;
+            }
+            if pending == 0 && idle_seen {
+                return Ok(());
+            }
+            idle_seen = pending == 0;
+            if tokio::time::Instant::now() >= deadline {
+                return Err(WaitIdleError::Timeout { timeout, pending });
+            }
+            tokio::time::sleep(Duration::from_millis(if idle_seen { 20 } else { 5 })).await;
+        }
     }
 
     /// Stops taking deliveries, finishes and settles everything already

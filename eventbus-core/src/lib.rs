@@ -41,7 +41,7 @@ pub mod outbox;
 #[doc(hidden)]
 pub mod __private;
 
-pub use bus::{EventBus, EventPublisher, RunningBus, StartError};
+pub use bus::{EventBus, EventPublisher, RunningBus, StartError, WaitIdleError};
 pub use event::{
     header, AnyEvent, DecodeError, EncodeError, Envelope, Event, EventRegistration, EventRegistry,
     Headers,

@@ -14,6 +14,10 @@
 //! against a shared broker repeatedly. A failing check panics with a message
 //! naming the guarantee that was broken.
 
+mod harness;
+
+pub use harness::{Attempt, RunningTestBus, TestBus};
+
 use std::collections::HashSet;
 use std::time::Duration;
 

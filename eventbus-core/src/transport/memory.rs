@@ -450,6 +450,21 @@ impl MemoryTransport {
         })
     }
 
+    /// Messages not yet settled across every queue (ready + unacked): zero
+    /// when everything published was handled (or dead-lettered and the
+    /// dead letters consumed). What `RunningBus::wait_idle` and the test
+    /// harness wait for.
+    pub fn pending(&self) -> usize {
+        let queues: Vec<Arc<QueueShared>> = self.shared.lock().queues.values().cloned().collect();
+        queues
+            .iter()
+            .map(|q| {
+                let q = q.lock();
+                q.ready.len() + q.unacked.len()
+            })
+            .sum()
+    }
+
     /// Closes the transport: subscriptions end, publishing fails.
     pub fn close(&self) {
         let queues: Vec<Arc<QueueShared>> = {
@@ -654,6 +669,13 @@ impl Publisher for MemoryTransport {
 
 #[async_trait]
 impl Subscriber for MemoryTransport {
+    async fn pending(&self, group: &str) -> Result<Option<u64>, TransportError> {
+        Ok(Some(
+            self.queue_stats(group)
+                .map_or(0, |s| (s.ready + s.unacked) as u64),
+        ))
+    }
+
     async fn subscribe(&self, spec: SubscriptionSpec) -> Result<Subscription, TransportError> {
         {
             let mut state = self.shared.lock();

@@ -133,6 +133,14 @@ pub trait Subscriber: Send + Sync + 'static {
         group: &str,
         prefetch: u16,
     ) -> Result<Subscription, TransportError>;
+
+    /// Messages of `group` not settled yet (waiting, or delivered and not
+    /// acked), if this transport can tell; `None` if it cannot. What
+    /// [`RunningBus::wait_idle`](crate::RunningBus::wait_idle) polls.
+    async fn pending(&self, group: &str) -> Result<Option<u64>, TransportError> {
+        let _ = group;
+        Ok(None)
+    }
 }
 
 /// A publisher and subscriber in one: what the bus runs on.
