@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 
 mod confirms;
 mod fuzzish;
+mod utf8;
 
 #[derive(Debug)]
 pub struct Raw {
