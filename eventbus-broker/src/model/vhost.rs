@@ -994,6 +994,52 @@ impl VHost {
         }
     }
 
+    /// A channel or connection ends: detach its `consumers` (queue, channel, tag), put its
+    /// delivered-but-unsettled messages back (queue, message, counted in the queue's
+    /// `unacked`), and only then dispatch. Requeued messages return to their original place
+    /// (ids order a queue), so the next consumer of a single-active-consumer queue sees the
+    /// unacked tail first and in order — not messages published after it that a dispatch on
+    /// cancel would otherwise hand over before the tail is back.
+    pub fn release(
+        &mut self,
+        conn_id: u64,
+        consumers: &[(Arc<str>, u16, Arc<str>)],
+        requeue: Vec<(Arc<str>, QueuedMessage, bool)>,
+        ctx: Ctx<'_>,
+    ) {
+        let mut touched: Vec<Arc<str>> = Vec::new();
+        for (qname, channel, tag) in consumers {
+            if let Some(q) = self.queues.get_mut(&**qname) {
+                q.consumers
+                    .retain(|c| !(c.conn_id == conn_id && c.channel == *channel && c.tag == *tag));
+                q.last_used = ctx.now;
+                touched.push(qname.clone());
+            }
+        }
+        for (qname, qm, counted) in requeue {
+            if let Some(q) = self.queues.get_mut(&*qname) {
+                if counted {
+                    q.unacked = q.unacked.saturating_sub(1);
+                }
+                q.requeue(qm);
+                touched.push(qname);
+            }
+        }
+        touched.sort();
+        touched.dedup();
+        for qname in touched {
+            let Some(q) = self.queues.get(&*qname) else {
+                continue;
+            };
+            if q.auto_delete && q.had_consumers && q.consumers.is_empty() {
+                self.remove_queue(&qname, ctx);
+            } else {
+                // single-active-consumer: the next one takes over here
+                self.dispatch(&qname, ctx);
+            }
+        }
+    }
+
     /// `basic.get`: the next message and the remaining count.
     ///
     /// # Errors

@@ -12,5 +12,6 @@ mod permissions;
 mod publish_consume;
 mod qos;
 mod routing;
+mod teardown;
 mod ttl;
 mod tx;
