@@ -5,6 +5,7 @@ mod support;
 mod compat_regressions;
 mod confirms;
 mod dead_letter;
+mod dead_letter_cycles;
 mod durability_definitions;
 mod errors;
 mod handshake;
