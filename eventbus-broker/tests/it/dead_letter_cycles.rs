@@ -327,3 +327,39 @@ async fn dead_letter_cycle_with_a_rejection_keeps_going() {
         reject_cycle_keeps_going(&url).await;
     }
 }
+
+/// Two full `x-max-length` queues overflowing into each other: each overflow pushes out
+/// another message, so only `x-death` ends the cascade (no budget any more). Multi-threaded
+/// so that a broker stuck in a loop fails the test by timeout instead of hanging it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_length_overflow_cycle_terminates() {
+    let b = TestBroker::start().await;
+    let (_c, ch) = b.channel().await;
+    for (q, other) in [("ovf-a", "ovf-b"), ("ovf-b", "ovf-a")] {
+        queue(
+            &ch,
+            q,
+            &[
+                ("x-max-length", AMQPValue::LongInt(1)),
+                ("x-dead-letter-exchange", lstr("")),
+                ("x-dead-letter-routing-key", lstr(other)),
+            ],
+        )
+        .await;
+    }
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for i in 0..20 {
+        publish_confirmed(&ch, "ovf-a", i.to_string().as_bytes()).await;
+    }
+    // still answering, each queue at its limit
+    assert_eq!(timeout(count(&ch, "ovf-a")).await, 1);
+    assert_eq!(timeout(count(&ch, "ovf-b")).await, 1);
+    let m = ch
+        .basic_get(ss("ovf-a"), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .expect("newest message");
+    assert_eq!(m.delivery.data, b"19");
+}
