@@ -54,7 +54,8 @@ impl AmqpError {
     /// Full reply text as RabbitMQ formats it: `NOT_FOUND - no queue 'x' in vhost '/'`.
     pub fn reply_text(&self) -> String {
         let mut s = format!("{} - {}", self.code.name(), self.text);
-        s.truncate(255);
+        let keep = prefix_len(&s, 255);
+        s.truncate(keep);
         s
     }
 
@@ -77,6 +78,20 @@ impl AmqpError {
     }
 }
 
+/// The length of the longest prefix of `s` that is at most `max` bytes and ends on a
+/// character boundary (an AMQP short-string holds at most 255 bytes, and cutting inside a
+/// multi-byte character would panic or send invalid UTF-8).
+pub fn prefix_len(s: &str, max: usize) -> usize {
+    if s.len() <= max {
+        return s.len();
+    }
+    // a char is at most 4 bytes: a boundary lies within the last 4 positions
+    (0..=max)
+        .rev()
+        .find(|&i| s.is_char_boundary(i))
+        .unwrap_or(0)
+}
+
 impl std::fmt::Display for AmqpError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {}", self.code.code(), self.reply_text())
@@ -84,3 +99,21 @@ impl std::fmt::Display for AmqpError {
 }
 
 impl std::error::Error for AmqpError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_text_is_cut_on_a_char_boundary() {
+        for pad in 0..4 {
+            let name = format!("{}{}", "a".repeat(pad), "é€😀".repeat(40));
+            let e = AmqpError::not_found("queue", &name, "/");
+            let t = e.reply_text();
+            assert!(t.len() <= 255 && t.len() >= 252, "{}", t.len());
+            assert!(format!("NOT_FOUND - no queue '{name}'").starts_with(&t));
+        }
+        assert_eq!(prefix_len("abc", 255), 3);
+        assert_eq!(prefix_len("é", 1), 0);
+    }
+}

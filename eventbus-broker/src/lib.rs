@@ -36,6 +36,10 @@ pub mod auth;
 mod channel;
 pub mod config;
 mod connection;
+/// Test-only fault injection (feature `fault-injection`).
+#[cfg(feature = "fault-injection")]
+#[doc(hidden)]
+pub use connection::fault;
 pub mod error;
 pub mod model;
 pub mod protocol;

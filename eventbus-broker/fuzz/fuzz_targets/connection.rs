@@ -1,5 +1,7 @@
 //! The connection state machine: a real broker on an ephemeral port receives a valid handshake
-//! followed by fuzzer-chosen bytes; it must never crash and must keep serving new connections.
+//! followed by fuzzer-chosen bytes; no broker task may panic (the process aborts on any panic,
+//! on any thread: a panicking connection task leaves the listener up, so "still accepting"
+//! alone would miss it), and it must keep serving new connections.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -19,6 +21,13 @@ struct Env {
 fn env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
     ENV.get_or_init(|| {
+        // the oracle: any panic in any task (tokio catches task panics, which would hide
+        // them from libFuzzer) aborts the process, so libFuzzer records a crash
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            default(info);
+            std::process::abort();
+        }));
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

@@ -259,29 +259,37 @@ impl Channel {
     /// Release everything the channel holds: detach consumers, requeue unacked messages
     /// (in original order), drop pending content and transactions.
     pub fn cleanup(&mut self, s: &mut Session<'_>) {
-        self.pending = None;
-        self.tx = None;
-        let consumers: Vec<(String, ConsumerInfo)> = self.consumers.drain().collect();
-        let unacked = std::mem::take(&mut self.unacked);
-        if consumers.is_empty() && unacked.is_empty() {
+        let mut consumers = Vec::new();
+        let mut requeue = Vec::new();
+        self.release(&mut consumers, &mut requeue);
+        if consumers.is_empty() && requeue.is_empty() {
             return;
         }
-        let mut by_queue: HashMap<Arc<str>, Vec<QueuedMessage>> = HashMap::new();
-        for (_, u) in unacked {
+        let conn = s.conn_id;
+        s.core.with_vhost(s.vhost, |vh, ctx| {
+            vh.release(conn, &consumers, requeue, ctx)
+        });
+    }
+
+    /// Give up everything the channel holds: its consumers (queue, channel, tag) and its
+    /// unacked messages (queue, message, counted in the queue's `unacked`) are appended for
+    /// the caller to release in the vhost ([`crate::model::vhost::VHost::release`]); pending
+    /// content and transactions are dropped.
+    pub fn release(
+        &mut self,
+        consumers: &mut Vec<(Arc<str>, u16, Arc<str>)>,
+        requeue: &mut Vec<(Arc<str>, QueuedMessage, bool)>,
+    ) {
+        self.pending = None;
+        self.tx = None;
+        for (tag, c) in self.consumers.drain() {
+            consumers.push((c.queue, self.id, tag.into()));
+        }
+        for (_, u) in std::mem::take(&mut self.unacked) {
             if let Some(c) = &u.credit {
                 c.release(1);
             }
-            by_queue.entry(u.queue).or_default().push(u.msg);
+            requeue.push((u.queue, u.msg, true));
         }
-        let conn = s.conn_id;
-        let ch = self.id;
-        s.core.with_vhost(s.vhost, |vh, ctx| {
-            for (tag, c) in &consumers {
-                vh.cancel(&c.queue, conn, ch, tag, ctx);
-            }
-            for (q, msgs) in by_queue {
-                vh.settle(&q, msgs, true, false, ctx);
-            }
-        });
     }
 }

@@ -29,6 +29,28 @@ use crate::protocol::frame::{self, DecodeError, Frame};
 use crate::protocol::method::ids;
 use crate::storage::{StoreError, SyncFuture};
 
+/// Test-only fault injection (feature `fault-injection`, enabled by the crate's own tests).
+#[cfg(feature = "fault-injection")]
+pub mod fault {
+    use amq_protocol::protocol::{queue, AMQPClass};
+
+    use crate::protocol::frame::Frame;
+
+    /// Declaring a queue of this name panics the connection task, as a bug would: the tests
+    /// check that the connection is still torn down.
+    pub const PANIC_QUEUE: &str = "eventbus-broker.fault-injection.panic";
+
+    pub(super) fn check(f: &Frame) {
+        if let Frame::Method(_, m) = f {
+            if let AMQPClass::Queue(queue::AMQPMethod::Declare(d)) = &**m {
+                if d.queue.as_str() == PANIC_QUEUE {
+                    panic!("fault injection: connection task panics");
+                }
+            }
+        }
+    }
+}
+
 /// Why the connection loop ended.
 #[derive(Debug)]
 enum Exit {
@@ -78,6 +100,18 @@ pub struct Connection {
     /// A `tx.commit-ok` was deferred: input processing stops until it is durable, so that no
     /// later reply on its channel overtakes it.
     barrier: bool,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // a guard, not a happy path: a panic or an abort of the task still releases the
+        // connection slot, its exclusive queues and its unacked messages. A panic inside the
+        // teardown itself (while unwinding another one) must not abort the process.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.teardown()));
+        if r.is_err() {
+            tracing::error!(conn = self.id, "connection teardown panicked");
+        }
+    }
 }
 
 /// Replies waiting for one store sync.
@@ -151,53 +185,40 @@ impl Connection {
         };
         tracing::debug!(conn = id, %peer, "accepted connection");
         let exit = conn.run(shutdown).await;
-        conn.teardown();
         tracing::debug!(conn = id, ?exit, "connection finished");
+        // `conn` drops here: teardown runs in `Drop`, as it does when the task panics or is
+        // aborted
     }
 
+    /// Release everything the connection holds in the broker: its consumers are detached,
+    /// its unacked messages and the deliveries routed to it but not yet written go back to
+    /// their queues (in their original order, before any other consumer is served), its
+    /// exclusive queues are deleted and it no longer counts toward `max_connections`.
+    /// Idempotent; runs from [`Drop`] whatever ends the task (return, panic or abort).
     fn teardown(&mut self) {
-        let Some(vhost) = self.vhost.clone() else {
+        let Some(vhost) = self.vhost.take() else {
             return;
         };
-        let mut channels = std::mem::take(&mut self.channels);
-        for ch in channels.values_mut() {
-            let mut s = Session {
-                core: &self.core,
-                conn_id: self.id,
-                vhost: &vhost,
-                user: &self.user,
-                perm: self.perm.as_ref(),
-                out: &mut self.out,
-                notify: &self.notify_tx,
-                max_message_size: self.config.max_message_size,
-                kick: &mut self.kick,
-                cancel_notify: false,
-                deferred: &mut self.deferred,
-            };
-            ch.cleanup(&mut s);
+        let mut consumers = Vec::new();
+        let mut requeue = Vec::new();
+        for ch in self.channels.values_mut() {
+            ch.release(&mut consumers, &mut requeue);
         }
+        self.channels.clear();
         // messages already routed to us but not yet written go back to their queues
         self.notify_rx.close();
-        let mut ch0 = Channel::new(0);
         while let Ok(n) = self.notify_rx.try_recv() {
             if let Notify::Deliver(d) = n {
-                let mut s = Session {
-                    core: &self.core,
-                    conn_id: self.id,
-                    vhost: &vhost,
-                    user: &self.user,
-                    perm: self.perm.as_ref(),
-                    out: &mut self.out,
-                    notify: &self.notify_tx,
-                    max_message_size: self.config.max_message_size,
-                    kick: &mut self.kick,
-                    cancel_notify: false,
-                    deferred: &mut self.deferred,
-                };
-                ch0.deliver(&mut s, d);
+                d.credit.release(1);
+                requeue.push((d.queue, d.msg, !d.no_ack));
             }
         }
+        // first its slot and exclusive queues (messages for those are gone with them), then
+        // the requeues, which may hand messages to the next consumers
         self.core.connection_closed(self.id, Some(&vhost));
+        let id = self.id;
+        self.core
+            .with_vhost(&vhost, |vh, ctx| vh.release(id, &consumers, requeue, ctx));
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {
@@ -799,6 +820,8 @@ impl Connection {
     }
 
     fn handle_running(&mut self, f: Frame) -> Result<(), ConnErr> {
+        #[cfg(feature = "fault-injection")]
+        fault::check(&f);
         let vhost = self.vhost.as_deref().unwrap_or_default();
         let chan = f.channel();
         if chan == 0 {

@@ -905,13 +905,17 @@ impl VHost {
 
     /// Dead-letter messages removed from `source` for `reason`; returns queues that received
     /// messages (the caller dispatches them).
+    ///
+    /// All of `work` is processed: these messages are already gone from their queue (and
+    /// settled in the store), so stopping early would lose them. The work is finite because
+    /// a message never re-enters a queue it went through without a rejection since
+    /// ([`is_dead_letter_cycle`]); each hop of a message adds to its `x-death`.
     fn process_dead_letters(
         &mut self,
         mut work: VecDeque<(String, Vec<QueuedMessage>, &'static str)>,
         ctx: Ctx<'_>,
     ) -> Vec<String> {
         let mut touched = Vec::new();
-        let mut budget = 10_000usize;
         while let Some((source, msgs, reason)) = work.pop_front() {
             let Some(q) = self.queues.get(&source) else {
                 continue;
@@ -921,16 +925,32 @@ impl VHost {
             };
             let dlrk = q.args.dlrk.clone();
             for qm in msgs {
-                if budget == 0 {
-                    return touched;
-                }
-                budget -= 1;
                 let dl = dead_lettered(&qm.msg, &source, reason, &dlx, dlrk.as_deref());
                 let dl = Arc::new(dl);
                 let mut targets =
                     self.route(&dlx, &dl.routing_key, dl.properties.headers().as_ref());
-                // cycle protection: never dead-letter an expired/maxlen message into its own queue
-                targets.retain(|t| *t != source || reason == "rejected");
+                // like RabbitMQ: a message that would reach a queue it already went through is
+                // dropped there unless the cycle includes a rejection (a client's decision)
+                if reason != "rejected" {
+                    let deaths = dl
+                        .properties
+                        .headers()
+                        .as_ref()
+                        .and_then(|h| h.inner().get("x-death").and_then(|v| v.as_array()));
+                    if let Some(deaths) = deaths {
+                        targets.retain(|t| {
+                            let cycle = is_dead_letter_cycle(t, deaths.as_slice());
+                            if cycle {
+                                tracing::debug!(
+                                    queue = %t,
+                                    from = %source,
+                                    "dead-letter cycle without rejection; message dropped for this queue"
+                                );
+                            }
+                            !cycle
+                        });
+                    }
+                }
                 // stored once for all its durable targets, like a published message
                 self.enqueue_all(&targets, &dl, ctx, &mut work);
                 touched.extend(targets);
@@ -991,6 +1011,52 @@ impl VHost {
         } else {
             // single-active-consumer: the next one may now take over
             self.dispatch(qname, ctx);
+        }
+    }
+
+    /// A channel or connection ends: detach its `consumers` (queue, channel, tag), put its
+    /// delivered-but-unsettled messages back (queue, message, counted in the queue's
+    /// `unacked`), and only then dispatch. Requeued messages return to their original place
+    /// (ids order a queue), so the next consumer of a single-active-consumer queue sees the
+    /// unacked tail first and in order — not messages published after it that a dispatch on
+    /// cancel would otherwise hand over before the tail is back.
+    pub fn release(
+        &mut self,
+        conn_id: u64,
+        consumers: &[(Arc<str>, u16, Arc<str>)],
+        requeue: Vec<(Arc<str>, QueuedMessage, bool)>,
+        ctx: Ctx<'_>,
+    ) {
+        let mut touched: Vec<Arc<str>> = Vec::new();
+        for (qname, channel, tag) in consumers {
+            if let Some(q) = self.queues.get_mut(&**qname) {
+                q.consumers
+                    .retain(|c| !(c.conn_id == conn_id && c.channel == *channel && c.tag == *tag));
+                q.last_used = ctx.now;
+                touched.push(qname.clone());
+            }
+        }
+        for (qname, qm, counted) in requeue {
+            if let Some(q) = self.queues.get_mut(&*qname) {
+                if counted {
+                    q.unacked = q.unacked.saturating_sub(1);
+                }
+                q.requeue(qm);
+                touched.push(qname);
+            }
+        }
+        touched.sort();
+        touched.dedup();
+        for qname in touched {
+            let Some(q) = self.queues.get(&*qname) else {
+                continue;
+            };
+            if q.auto_delete && q.had_consumers && q.consumers.is_empty() {
+                self.remove_queue(&qname, ctx);
+            } else {
+                // single-active-consumer: the next one takes over here
+                self.dispatch(&qname, ctx);
+            }
         }
     }
 
@@ -1159,6 +1225,26 @@ fn page_in(key: &QueueKey, qm: &mut QueuedMessage, ctx: Ctx<'_>) -> bool {
         "paged-out message cannot be read back; dropped instead of dead-lettered"
     );
     let _ = ctx.store.ack(key, qm.id);
+    false
+}
+
+/// RabbitMQ's dead-letter cycle rule: with `deaths` the `x-death` history (newest first,
+/// including the death being processed), dead-lettering into `queue` closes a cycle if the
+/// message already died in `queue` and no death since then (that one included) was a
+/// rejection. An entry that is not a table was put there by a client, so the cycle is not
+/// "fully automatic" either.
+fn is_dead_letter_cycle(queue: &str, deaths: &[AMQPValue]) -> bool {
+    for d in deaths {
+        let Some(t) = d.as_field_table() else {
+            return false;
+        };
+        if t.inner().get("reason").and_then(value_as_str).as_deref() == Some("rejected") {
+            return false;
+        }
+        if t.inner().get("queue").and_then(value_as_str).as_deref() == Some(queue) {
+            return true;
+        }
+    }
     false
 }
 

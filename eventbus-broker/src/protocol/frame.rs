@@ -374,7 +374,7 @@ pub fn encode_properties(props: &AMQPProperties) -> Bytes {
 
 fn put_short_str(out: &mut Vec<u8>, s: &str) {
     let b = s.as_bytes();
-    let n = b.len().min(255);
+    let n = crate::error::prefix_len(s, 255);
     out.push(n as u8);
     out.extend_from_slice(&b[..n]);
 }

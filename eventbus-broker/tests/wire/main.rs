@@ -13,6 +13,8 @@ use tokio::net::TcpStream;
 
 mod confirms;
 mod fuzzish;
+mod oracle;
+mod utf8;
 
 #[derive(Debug)]
 pub struct Raw {

@@ -31,7 +31,7 @@ pub(crate) struct LoadedIndex {
 
 fn put_str(buf: &mut Vec<u8>, s: &str) {
     let b = s.as_bytes();
-    let n = b.len().min(u16::MAX as usize);
+    let n = crate::error::prefix_len(s, u16::MAX as usize);
     buf.extend_from_slice(&(n as u16).to_le_bytes());
     buf.extend_from_slice(&b[..n]);
 }
