@@ -47,8 +47,8 @@ pub use event::{
     Headers,
 };
 pub use handler::{
-    handler_fn, Backoff, Context, FailureKind, Handle, HandleError, Handler, HandlerConfig, Permanent,
-    Ordering, RetryPolicy,
+    handler_fn, Backoff, Context, FailureKind, Handle, HandleError, Handler, HandlerConfig,
+    Ordering, Permanent, RetryPolicy,
 };
 pub use transport::{
     memory::MemoryTransport, Acker, Delivery, DeliveryAcker, Publisher, Subscriber, Subscription,

@@ -40,7 +40,12 @@ fn leak(s: String) -> &'static str {
 }
 
 fn n_of(cx: &Context) -> u64 {
-    cx.envelope().headers.get("x-test-n").unwrap().parse().unwrap()
+    cx.envelope()
+        .headers
+        .get("x-test-n")
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 /// Waits (on the paused clock too) until `f` holds; fails after `limit`
@@ -51,7 +56,10 @@ async fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) {
     // a turn of the loop.
     let step = (limit / 10_000).max(Duration::from_millis(1));
     while !f() {
-        assert!(Instant::now() < deadline, "condition not reached in {limit:?}");
+        assert!(
+            Instant::now() < deadline,
+            "condition not reached in {limit:?}"
+        );
         tokio::time::sleep(step).await;
     }
 }
@@ -65,21 +73,25 @@ async fn a_failing_key_parks_only_itself() {
     let s = seen.clone();
     let mut bus = EventBus::new(t.clone());
     // One worker: without parking, the bad key's backoff would hold every key.
-    bus.register(handler_fn(config(&group, 3, HOUR), vec![event], move |cx| {
-        let s = s.clone();
-        async move {
-            let key = cx.key().unwrap().to_owned();
-            let n = n_of(&cx);
-            s.lock()
-                .unwrap()
-                .push((key.clone(), n, Instant::now(), cx.attempt()));
-            if key == "bad" && n == 0 {
-                Err("poison".into())
-            } else {
-                Ok(())
+    bus.register(handler_fn(
+        config(&group, 3, HOUR),
+        vec![event],
+        move |cx| {
+            let s = s.clone();
+            async move {
+                let key = cx.key().unwrap().to_owned();
+                let n = n_of(&cx);
+                s.lock()
+                    .unwrap()
+                    .push((key.clone(), n, Instant::now(), cx.attempt()));
+                if key == "bad" && n == 0 {
+                    Err("poison".into())
+                } else {
+                    Ok(())
+                }
             }
-        }
-    }));
+        },
+    ));
     let running = bus.start().await.unwrap();
     let t0 = Instant::now();
     t.publish(&envelope(event, Some("bad"), 0)).await.unwrap();
@@ -92,7 +104,10 @@ async fn a_failing_key_parks_only_itself() {
         }
     }
     let healthy = |v: &Vec<(String, u64, Instant, u32)>| v.iter().filter(|e| e.0 != "bad").count();
-    wait_until(Duration::from_secs(60), || healthy(&seen.lock().unwrap()) == 1000).await;
+    wait_until(Duration::from_secs(60), || {
+        healthy(&seen.lock().unwrap()) == 1000
+    })
+    .await;
     {
         let v = seen.lock().unwrap();
         assert!(
@@ -100,7 +115,11 @@ async fn a_failing_key_parks_only_itself() {
             "healthy keys waited for the failing key's backoff"
         );
         let bad: Vec<_> = v.iter().filter(|e| e.0 == "bad").collect();
-        assert_eq!(bad.len(), 1, "the failing key went on before its retry: {bad:?}");
+        assert_eq!(
+            bad.len(),
+            1,
+            "the failing key went on before its retry: {bad:?}"
+        );
     }
     // The poison message is dead-lettered after 3 attempts an hour apart;
     // then the failing key's later events run, in order.
@@ -110,7 +129,10 @@ async fn a_failing_key_parks_only_itself() {
         .expect("no dead letter within 3 h")
         .unwrap()
         .unwrap();
-    assert_eq!(dead.envelope.headers.get(header::DEAD_LETTER_ATTEMPTS), Some("3"));
+    assert_eq!(
+        dead.envelope.headers.get(header::DEAD_LETTER_ATTEMPTS),
+        Some("3")
+    );
     wait_until(3 * HOUR, || {
         seen.lock().unwrap().iter().filter(|e| e.0 == "bad").count() == 7
     })
@@ -120,9 +142,20 @@ async fn a_failing_key_parks_only_itself() {
     let order: Vec<(u64, u32)> = bad.iter().map(|e| (e.1, e.3)).collect();
     assert_eq!(
         order,
-        vec![(0, 1), (0, 2), (0, 3), (250, 1), (500, 1), (750, 1), (1000, 1)]
+        vec![
+            (0, 1),
+            (0, 2),
+            (0, 3),
+            (250, 1),
+            (500, 1),
+            (750, 1),
+            (1000, 1)
+        ]
     );
-    assert!(bad[1].2 - t0 >= HOUR && bad[2].2 - t0 >= 2 * HOUR, "backoff kept");
+    assert!(
+        bad[1].2 - t0 >= HOUR && bad[2].2 - t0 >= 2 * HOUR,
+        "backoff kept"
+    );
     running.shutdown().await;
     let stats = t.queue_stats(&group).unwrap();
     assert_eq!((stats.ready, stats.unacked), (0, 0));
@@ -135,18 +168,22 @@ async fn unkeyed_retries_park_alone() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = seen.clone();
     let mut bus = EventBus::new(t.clone());
-    bus.register(handler_fn(config(&group, 2, HOUR), vec![event], move |cx| {
-        let s = s.clone();
-        async move {
-            let n = n_of(&cx);
-            s.lock().unwrap().push((n, cx.attempt()));
-            if n == 0 && cx.attempt() == 1 {
-                Err("once".into())
-            } else {
-                Ok(())
+    bus.register(handler_fn(
+        config(&group, 2, HOUR),
+        vec![event],
+        move |cx| {
+            let s = s.clone();
+            async move {
+                let n = n_of(&cx);
+                s.lock().unwrap().push((n, cx.attempt()));
+                if n == 0 && cx.attempt() == 1 {
+                    Err("once".into())
+                } else {
+                    Ok(())
+                }
             }
-        }
-    }));
+        },
+    ));
     let running = bus.start().await.unwrap();
     for n in 0..3 {
         t.publish(&envelope(event, None, n)).await.unwrap();
@@ -163,23 +200,34 @@ async fn permanent_errors_are_dead_lettered_at_once() {
     let calls = Arc::new(AtomicU32::new(0));
     let c = calls.clone();
     let mut bus = EventBus::new(t.clone());
-    bus.register(handler_fn(config(&group, 5, HOUR), vec![event], move |_cx| {
-        let c = c.clone();
-        async move {
-            c.fetch_add(1, AtomicOrdering::SeqCst);
-            Err(HandleError::permanent("unknown product p-9"))
-        }
-    }));
+    bus.register(handler_fn(
+        config(&group, 5, HOUR),
+        vec![event],
+        move |_cx| {
+            let c = c.clone();
+            async move {
+                c.fetch_add(1, AtomicOrdering::SeqCst);
+                Err(HandleError::permanent("unknown product p-9"))
+            }
+        },
+    ));
     let running = bus.start().await.unwrap();
     t.publish(&envelope(event, Some("k"), 1)).await.unwrap();
     let mut dlq = t.subscribe_dead_letters(&group, 8).await.unwrap();
     let dead = expect_delivery(&mut dlq, "dead letter").await;
     running.shutdown().await;
-    assert_eq!(calls.load(AtomicOrdering::SeqCst), 1, "retried a permanent error");
+    assert_eq!(
+        calls.load(AtomicOrdering::SeqCst),
+        1,
+        "retried a permanent error"
+    );
     let h = &dead.envelope.headers;
     assert_eq!(h.get(header::DEAD_LETTER_REASON), Some("permanent"));
     assert_eq!(h.get(header::DEAD_LETTER_ATTEMPTS), Some("1"));
-    assert!(h.get(header::DEAD_LETTER_ERROR).unwrap().contains("unknown product p-9"));
+    assert!(h
+        .get(header::DEAD_LETTER_ERROR)
+        .unwrap()
+        .contains("unknown product p-9"));
 }
 
 #[tokio::test(start_paused = true)]
@@ -189,22 +237,36 @@ async fn shutdown_returns_parked_messages() {
     let calls = Arc::new(AtomicU32::new(0));
     let c = calls.clone();
     let mut bus = EventBus::new(t.clone());
-    bus.register(handler_fn(config(&group, 5, HOUR), vec![event], move |_cx| {
-        let c = c.clone();
-        async move {
-            c.fetch_add(1, AtomicOrdering::SeqCst);
-            Err("down".into())
-        }
-    }));
+    bus.register(handler_fn(
+        config(&group, 5, HOUR),
+        vec![event],
+        move |_cx| {
+            let c = c.clone();
+            async move {
+                c.fetch_add(1, AtomicOrdering::SeqCst);
+                Err("down".into())
+            }
+        },
+    ));
     let running = bus.start().await.unwrap();
     t.publish(&envelope(event, Some("k"), 1)).await.unwrap();
     t.publish(&envelope(event, Some("k"), 2)).await.unwrap();
-    wait_until(Duration::from_secs(1), || calls.load(AtomicOrdering::SeqCst) == 1).await;
+    wait_until(Duration::from_secs(1), || {
+        calls.load(AtomicOrdering::SeqCst) == 1
+    })
+    .await;
     let before = Instant::now();
     running.shutdown().await;
-    assert!(Instant::now() - before < HOUR, "shutdown waited for the backoff");
+    assert!(
+        Instant::now() - before < HOUR,
+        "shutdown waited for the backoff"
+    );
     let stats = t.queue_stats(&group).unwrap();
-    assert_eq!((stats.ready, stats.unacked), (2, 0), "parked messages not returned");
+    assert_eq!(
+        (stats.ready, stats.unacked),
+        (2, 0),
+        "parked messages not returned"
+    );
     assert_eq!(calls.load(AtomicOrdering::SeqCst), 1);
 }
 
@@ -228,13 +290,23 @@ async fn shutdown_deadline_abandons_a_stuck_handler() {
     }));
     let running = bus.start().await.unwrap();
     t.publish(&envelope(event, Some("k"), 1)).await.unwrap();
-    wait_until(Duration::from_secs(1), || started.load(AtomicOrdering::SeqCst) == 1).await;
+    wait_until(Duration::from_secs(1), || {
+        started.load(AtomicOrdering::SeqCst) == 1
+    })
+    .await;
     let before = Instant::now();
     running.shutdown().await;
     let took = Instant::now() - before;
-    assert!(took >= Duration::from_secs(5) && took < Duration::from_secs(6), "took {took:?}");
+    assert!(
+        took >= Duration::from_secs(5) && took < Duration::from_secs(6),
+        "took {took:?}"
+    );
     let stats = t.queue_stats(&group).unwrap();
-    assert_eq!((stats.ready, stats.unacked), (1, 0), "abandoned message not returned");
+    assert_eq!(
+        (stats.ready, stats.unacked),
+        (1, 0),
+        "abandoned message not returned"
+    );
 }
 
 #[derive(Debug, Event, Serialize, Deserialize)]
@@ -289,7 +361,9 @@ async fn a_retried_handler_republishes_the_same_ids_with_its_cause() {
     *publisher.lock().unwrap() = Some(bus.publisher());
     let running = bus.start().await.unwrap();
     let cause = running
-        .publish(&OrderPlaced { order: "o-1".into() })
+        .publish(&OrderPlaced {
+            order: "o-1".into(),
+        })
         .await
         .unwrap();
     let mut got = Vec::new();
@@ -299,17 +373,79 @@ async fn a_retried_handler_republishes_the_same_ids_with_its_cause() {
         d.ack().await.unwrap();
     }
     running.shutdown().await;
-    assert_eq!(got[0].id, got[2].id, "first publication's id changed on retry");
-    assert_eq!(got[1].id, got[3].id, "second publication's id changed on retry");
+    assert_eq!(
+        got[0].id, got[2].id,
+        "first publication's id changed on retry"
+    );
+    assert_eq!(
+        got[1].id, got[3].id,
+        "second publication's id changed on retry"
+    );
     assert_ne!(got[0].id, got[1].id);
     assert_ne!(got[0].id, cause.id);
     for e in &got {
-        assert_eq!(e.headers.causation_id(), Some(cause.id.to_string().as_str()));
-        assert_eq!(e.headers.correlation_id(), Some(cause.id.to_string().as_str()));
+        assert_eq!(
+            e.headers.causation_id(),
+            Some(cause.id.to_string().as_str())
+        );
+        assert_eq!(
+            e.headers.correlation_id(),
+            Some(cause.id.to_string().as_str())
+        );
     }
     // Outside a handler, ids are fresh.
     let a = eventbus_core::Envelope::from_event(&OrderPlaced { order: "x".into() }).unwrap();
     let b = eventbus_core::Envelope::from_event(&OrderPlaced { order: "x".into() }).unwrap();
     assert_ne!(a.id, b.id);
     assert!(a.headers.causation_id().is_none());
+}
+
+#[derive(Debug, Event, Serialize, Deserialize)]
+#[event(name = "test.failures.versioned", version = 2)]
+struct Versioned {
+    n: u32,
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_newer_payload_version_is_dead_lettered_with_the_reason() {
+    use eventbus_core::testing::TestBus;
+    #[derive(eventbus_core::Handler)]
+    #[handler(group = "versioned", events(Versioned))]
+    struct H;
+    impl eventbus_core::Handle<Versioned> for H {
+        async fn handle(
+            &self,
+            _e: Versioned,
+            _cx: &Context,
+        ) -> Result<(), eventbus_core::BoxError> {
+            Ok(())
+        }
+    }
+    let mut t = TestBus::new();
+    t.register(H);
+    let t = t.start().await;
+    let mut newer = eventbus_core::Envelope::from_event(&Versioned { n: 1 }).unwrap();
+    newer.version = 3;
+    t.publish_envelope(&newer).await;
+    t.publish(&Versioned { n: 2 }).await;
+    t.run_until_idle().await;
+    let dead = t.dead_letters("versioned");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].id, newer.id);
+    assert_eq!(
+        dead[0].headers.get(header::DEAD_LETTER_REASON),
+        Some("decode")
+    );
+    assert!(dead[0]
+        .headers
+        .get(header::DEAD_LETTER_ERROR)
+        .unwrap()
+        .contains("version 3"));
+    assert_eq!(t.handled::<Versioned>("versioned").len(), 1);
+    assert_eq!(
+        t.attempts("versioned").len(),
+        2,
+        "the bad version was retried"
+    );
+    t.shutdown().await;
 }

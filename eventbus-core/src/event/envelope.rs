@@ -77,10 +77,21 @@ impl Envelope {
         })
     }
 
-    /// Decodes the payload as `E`. Fails if the name or encoding does not match.
+    /// Decodes the payload as `E`. Fails if the name or encoding does not
+    /// match, or the envelope's version is newer than [`Event::VERSION`].
     pub fn decode<E: Event>(&self) -> Result<E, DecodeError> {
         if self.name != E::NAME {
             return Err(DecodeError::UnknownEvent(self.name.to_string()));
+        }
+        // A newer schema than this code knows cannot be read safely (older
+        // ones are, by serde's defaults): dead-lettered, not retried.
+        if self.version > E::VERSION {
+            return Err(DecodeError::Envelope(format!(
+                "event `{}` has version {}, newer than the version {} this service understands",
+                self.name,
+                self.version,
+                E::VERSION
+            )));
         }
         codec::decode(&self.name, &self.content_type, &self.payload)
     }

@@ -56,8 +56,8 @@ use crate::transport::{
     Publisher, Subscriber, Subscription, SubscriptionSpec, TransportError, TransportFuture,
 };
 use crate::{
-    Context, Envelope, Event, EventBus, EventPublisher, HandleError, Handler,
-    MemoryTransport, RunningBus,
+    Context, Envelope, Event, EventBus, EventPublisher, HandleError, Handler, MemoryTransport,
+    RunningBus,
 };
 
 /// One attempt a handler group made at a message.

@@ -39,8 +39,8 @@ use crate::transport::{Delivery, DeliveryAcker, TransportError, TransportFuture}
 use crate::{Context, HandleError, Ordering};
 use parking::{Parking, Retry};
 use partitioner::RoundRobin;
-use tokio::time::Instant;
 use queue::WorkerQueue;
+use tokio::time::Instant;
 
 /// Default capacity of each worker's queue.
 pub const DEFAULT_WORKER_QUEUE: usize = 64;
