@@ -449,3 +449,73 @@ async fn a_newer_payload_version_is_dead_lettered_with_the_reason() {
     );
     t.shutdown().await;
 }
+
+/// A memory transport that refuses to subscribe one group.
+struct RefuseGroup {
+    inner: MemoryTransport,
+    refused: String,
+}
+
+#[async_trait::async_trait]
+impl Publisher for RefuseGroup {
+    async fn publish(
+        &self,
+        e: &eventbus_core::Envelope,
+    ) -> Result<(), eventbus_core::TransportError> {
+        self.inner.publish(e).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Subscriber for RefuseGroup {
+    async fn subscribe(
+        &self,
+        spec: eventbus_core::SubscriptionSpec,
+    ) -> Result<eventbus_core::Subscription, eventbus_core::TransportError> {
+        if spec.group == self.refused {
+            return Err(eventbus_core::TransportError::Rejected(
+                "ACCESS_REFUSED - no configure permission".into(),
+            ));
+        }
+        self.inner.subscribe(spec).await
+    }
+    async fn subscribe_dead_letters(
+        &self,
+        group: &str,
+        prefetch: u16,
+    ) -> Result<eventbus_core::Subscription, eventbus_core::TransportError> {
+        self.inner.subscribe_dead_letters(group, prefetch).await
+    }
+}
+
+#[tokio::test]
+async fn a_failed_start_stops_the_groups_it_started() {
+    let t = MemoryTransport::new();
+    let (first, second, event) = (unique("g1"), unique("g2"), leak(unique("ev")));
+    let mut bus = EventBus::new(RefuseGroup {
+        inner: t.clone(),
+        refused: second.clone(),
+    });
+    bus.register(handler_fn(
+        HandlerConfig::new(&first),
+        vec![event],
+        |_cx| async { Ok(()) },
+    ));
+    bus.register(handler_fn(
+        HandlerConfig::new(&second),
+        vec![event],
+        |_cx| async { Ok(()) },
+    ));
+    let err = bus.start().await.expect_err("start succeeded");
+    let text = err.to_string();
+    assert!(
+        text.contains(&second) && text.contains("ACCESS_REFUSED"),
+        "{text}"
+    );
+    // The first group was subscribed, then released again.
+    let stats = t.queue_stats(&first).expect("first group was subscribed");
+    assert_eq!(
+        stats.consumers, 0,
+        "first group still consumed after a failed start"
+    );
+}
