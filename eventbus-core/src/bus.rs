@@ -170,7 +170,8 @@ impl EventBus {
             let handler_events = builder_events(&builder);
             let (config, pipeline) = builder.build();
             let spec = SubscriptionSpec::new(config.group.clone(), handler_events)
-                .prefetch(config.prefetch);
+                .prefetch(config.prefetch)
+                .partitions(config.partitions);
             let subscription =
                 self.transport
                     .subscribe(spec)

@@ -22,6 +22,7 @@ struct OrderPlaced;
     jitter = true,
     timeout_ms = 30000,
     prefetch = 256,
+    partitions = 8,
     crate = "::eventbus_core",
 )]
 struct Mailer;
