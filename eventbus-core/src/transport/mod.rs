@@ -177,7 +177,14 @@ pub trait Subscriber: Send + Sync + 'static {
     /// (idempotent), binds them to `spec.events`, without consuming: a
     /// service provisions its topology this way before anything publishes,
     /// so that no event published in between goes unrouted.
-    async fn declare(&self, spec: &SubscriptionSpec) -> Result<(), TransportError>;
+    ///
+    /// The default does nothing: for transports without topology of their
+    /// own (a queue that is not routed by event name). The memory and AMQP
+    /// transports declare.
+    async fn declare(&self, spec: &SubscriptionSpec) -> Result<(), TransportError> {
+        let _ = spec;
+        Ok(())
+    }
 
     /// Declares the group as [`Subscriber::declare`] does and starts
     /// consuming from it.

@@ -175,7 +175,7 @@ async fn round(
         if !free {
             continue;
         }
-        match claim(transport, &link.connection, spec, &queue).await {
+        match claim(&link.connection, spec, &queue).await {
             Ok((channel, consumer)) => {
                 tracing::debug!(group = %spec.group, partition = i, "claimed partition");
                 let (release, released) = oneshot::channel();
@@ -208,12 +208,10 @@ async fn round(
 
 /// Opens a channel and an exclusive consumer on partition queue `queue`.
 async fn claim(
-    transport: &AmqpTransport,
     connection: &lapin::Connection,
     spec: &SubscriptionSpec,
     queue: &str,
 ) -> Result<(Channel, lapin::Consumer), TransportError> {
-    let _ = transport;
     let channel = connection.create_channel().await.map_err(unavailable)?;
     channel
         .basic_qos(spec.prefetch.max(1), BasicQosOptions::default())
