@@ -30,8 +30,11 @@
 //!   ([`SubscriptionSpec::partitions`]) is an `x-consistent-hash` exchange
 //!   `G.partitions` (durable, `hash-header = x-eb-partition-key`) bound to
 //!   the bus exchange once per event name (exchange-to-exchange), and `P`
-//!   durable queues `G.p0`…`G.p{P-1}` (`x-single-active-consumer`) bound
-//!   to it with weight 1. Every message carries `x-eb-partition-key`: the
+//!   durable queues `G.p0`…`G.p{P-1}` bound to it with weight 1, each
+//!   consumed by one exclusive consumer at a time (exclusive rather than
+//!   `x-single-active-consumer`: RabbitMQ refuses exclusive consumers on
+//!   single-active-consumer queues, and an exclusive `basic.consume` makes
+//!   a claim atomic — the loser of a race gets 403). Every message carries `x-eb-partition-key`: the
 //!   envelope key, or the message id for unkeyed events (spread evenly). The
 //!   instances of the group share the partitions: each consumes from the
 //!   membership queue `G.members` (nothing is ever published to it), whose
@@ -598,12 +601,10 @@ impl AmqpTransport {
         }
         for i in 0..spec.partitions {
             let queue = partition_name(&spec.group, i);
-            self.declare_queue(
-                channel,
-                &queue,
-                &[("x-single-active-consumer", AMQPValue::Boolean(true))],
-            )
-            .await?;
+            // Not `x-single-active-consumer`: RabbitMQ refuses exclusive
+            // consumers on such queues ("in exclusive use"), and the
+            // exclusive consumer is what makes a claim atomic.
+            self.declare_queue(channel, &queue, &[]).await?;
             bind(queue, hash.clone(), "1".to_owned()).await?;
         }
         self.declare_queue(channel, &members_name(&spec.group), &[])
