@@ -479,3 +479,202 @@ pub async fn partitioned_group_shares_partitions<T: Transport + ?Sized>(t: &T) {
         expect_quiet(s, "partitioned: after takeover").await;
     }
 }
+
+/// Checks of the AMQP transport's topology, against a live broker (our
+/// built-in one or RabbitMQ), by its URI.
+#[cfg(feature = "amqp")]
+pub mod amqp {
+    use std::time::Duration;
+
+    use futures_util::StreamExt;
+    use lapin::options::{
+        BasicAckOptions, BasicConsumeOptions, ExchangeDeclareOptions, QueueDeleteOptions,
+    };
+    use lapin::types::FieldTable;
+    use lapin::{Connection, ConnectionProperties, ExchangeKind};
+
+    use super::*;
+    use crate::transport::amqp::{AmqpConfig, AmqpTransport};
+    use crate::transport::{dead_letter_name, Subscriber};
+
+    /// Settings with exchanges of their own (so that a shared broker's
+    /// existing `eventbus` exchange does not matter) and expiring queues.
+    pub fn isolated_config(uri: &str) -> AmqpConfig {
+        let mut config = AmqpConfig::new(uri);
+        config.exchange = unique("x-eb");
+        config.dead_letter_exchange = format!("{}.dead-letter", config.exchange);
+        config.unrouted_exchange = format!("{}.unrouted", config.exchange);
+        config.queue_expires = Some(Duration::from_secs(60));
+        config.rebalance_interval = Duration::from_millis(200);
+        config
+    }
+
+    async fn connect(config: AmqpConfig) -> AmqpTransport {
+        AmqpTransport::connect_with(config)
+            .await
+            .unwrap_or_else(|e| panic!("connect: {e}"))
+    }
+
+    async fn raw(uri: &str) -> Connection {
+        Connection::connect(uri, ConnectionProperties::default())
+            .await
+            .expect("raw connection")
+    }
+
+    /// Runs every AMQP topology check.
+    pub async fn run_amqp_topology(uri: &str) {
+        dead_letter_to_a_deleted_queue_fails_and_keeps_the_original(uri).await;
+        unrouted_events_land_in_the_unrouted_queue(uri).await;
+        existing_exchange_without_alternate_exchange_is_accepted(uri).await;
+        dead_instance_partitions_are_taken_over(uri).await;
+    }
+
+    /// The dead-letter queue deleted behind the transport's back: the dead
+    /// letter is returned unroutable, `dead_letter` fails, and the original
+    /// is redelivered rather than lost.
+    pub async fn dead_letter_to_a_deleted_queue_fails_and_keeps_the_original(uri: &str) {
+        let t = connect(isolated_config(uri)).await;
+        let (group, event) = (unique("g-dlq-gone"), unique("ev.dlq-gone"));
+        let mut sub = subscribe(&t, &group, &[&event], 16).await;
+        let admin = raw(uri).await;
+        let ch = admin.create_channel().await.unwrap();
+        ch.queue_delete(
+            dead_letter_name(&group).as_str().into(),
+            QueueDeleteOptions::default(),
+        )
+        .await
+        .expect("delete the dead-letter queue");
+        let e = envelope(&event, Some("k"), 1);
+        publish(&t, &e).await;
+        let d = expect_delivery(&mut sub, "dlq gone: delivery").await;
+        let dead = (*d.envelope).clone();
+        let r = d.dead_letter(dead).await;
+        assert!(
+            r.is_err(),
+            "dead letter to a missing queue reported stored: lost"
+        );
+        let again = expect_delivery(&mut sub, "dlq gone: original redelivered").await;
+        assert_eq!(again.envelope.id, e.id);
+        assert!(again.redelivered);
+        again.ack().await.expect("ack");
+        let _ = admin.close(200, "bye".into()).await;
+        t.close().await.unwrap();
+    }
+
+    /// An event no group is bound to goes to the unrouted queue.
+    pub async fn unrouted_events_land_in_the_unrouted_queue(uri: &str) {
+        let config = isolated_config(uri);
+        let unrouted = config.unrouted_exchange.clone();
+        let t = connect(config).await;
+        let e = envelope(&unique("ev.nobody"), None, 1);
+        publish(&t, &e).await;
+        let admin = raw(uri).await;
+        let ch = admin.create_channel().await.unwrap();
+        let mut consumer = ch
+            .basic_consume(
+                unrouted.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume the unrouted queue");
+        let d = tokio::time::timeout(DELIVERY_TIMEOUT, consumer.next())
+            .await
+            .expect("nothing in the unrouted queue: the event was dropped")
+            .expect("consumer ended")
+            .expect("delivery");
+        assert_eq!(
+            d.properties.message_id().as_ref().map(|m| m.as_str()),
+            Some(e.id.to_string().as_str())
+        );
+        d.acker.ack(BasicAckOptions::default()).await.unwrap();
+        let _ = admin.close(200, "bye".into()).await;
+        t.close().await.unwrap();
+    }
+
+    /// A deployment whose bus exchange was declared without the alternate
+    /// exchange still connects (the transport cannot change it; it warns).
+    pub async fn existing_exchange_without_alternate_exchange_is_accepted(uri: &str) {
+        let config = isolated_config(uri);
+        let admin = raw(uri).await;
+        let ch = admin.create_channel().await.unwrap();
+        ch.exchange_declare(
+            config.exchange.as_str().into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                auto_delete: false,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        let t = AmqpTransport::connect_with(config)
+            .await
+            .expect("connect to an existing exchange without alternate-exchange");
+        let (group, event) = (unique("g-old-x"), unique("ev.old-x"));
+        let mut sub = subscribe(&t, &group, &[&event], 16).await;
+        publish(&t, &envelope(&event, None, 1)).await;
+        expect_delivery(&mut sub, "old exchange")
+            .await
+            .ack()
+            .await
+            .unwrap();
+        let _ = admin.close(200, "bye".into()).await;
+        t.close().await.unwrap();
+    }
+
+    /// An instance whose connection dies (no orderly release) loses its
+    /// partitions to the others, which get its unacked deliveries first.
+    pub async fn dead_instance_partitions_are_taken_over(uri: &str) {
+        const P: u16 = 4;
+        let config = isolated_config(uri);
+        let a = connect(config.clone()).await;
+        let b = connect(config).await;
+        let (group, event) = (unique("g-dead"), unique("ev.dead"));
+        let spec = SubscriptionSpec::new(&group, [event.as_str()])
+            .prefetch(64)
+            .partitions(P);
+        let mut sa = a.subscribe(spec.clone()).await.expect("subscribe a");
+        let mut sb = b.subscribe(spec).await.expect("subscribe b");
+        await_partition_balance(&[&sa, &sb], P).await;
+        let keys: Vec<String> = (0..20).map(|k| format!("key-{k}")).collect();
+        for n in 0..3 {
+            for k in &keys {
+                publish(&a, &envelope(&event, Some(k), n)).await;
+            }
+        }
+        // `b` holds everything it got; `a` acks.
+        let mut held: HashMap<String, Vec<u64>> = HashMap::new();
+        let mut on_b = 0;
+        let mut unsettled = Vec::new();
+        for _ in 0..keys.len() * 3 {
+            tokio::select! {
+                d = expect_delivery(&mut sa, "dead: a") => d.ack().await.expect("ack"),
+                d = expect_delivery(&mut sb, "dead: b") => {
+                    held.entry(d.envelope.key.clone().unwrap()).or_default().push(n_of(&d));
+                    on_b += 1;
+                    unsettled.push(d);
+                }
+            }
+        }
+        assert!(on_b > 0, "b got nothing");
+        // b dies: its connection closes without releasing anything.
+        b.close().await.unwrap();
+        drop(sb);
+        drop(unsettled);
+        let mut got: HashMap<String, Vec<u64>> = HashMap::new();
+        for _ in 0..on_b {
+            let d = expect_delivery(&mut sa, "dead: takeover").await;
+            assert!(d.redelivered, "taken-over delivery not flagged redelivered");
+            got.entry(d.envelope.key.clone().unwrap()).or_default().push(n_of(&d));
+            d.ack().await.expect("ack");
+        }
+        assert_eq!(got, held, "b's unacked deliveries not redelivered in order");
+        await_partition_balance(&[&sa], P).await;
+        expect_quiet(&mut sa, "dead: after takeover").await;
+        a.close().await.unwrap();
+    }
+}
