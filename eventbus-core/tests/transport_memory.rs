@@ -41,8 +41,14 @@ async fn unrouted_events_are_kept_bounded_and_not_delivered_later() {
         .unwrap();
     testing::expect_quiet(&mut sub, "late group got unrouted events").await;
     // Routed events are not kept.
-    t.publish(&testing::envelope(&event, None, 9)).await.unwrap();
-    testing::expect_delivery(&mut sub, "routed").await.ack().await.unwrap();
+    t.publish(&testing::envelope(&event, None, 9))
+        .await
+        .unwrap();
+    testing::expect_delivery(&mut sub, "routed")
+        .await
+        .ack()
+        .await
+        .unwrap();
     assert_eq!(t.take_unrouted().len(), 3);
     assert!(t.unrouted().is_empty());
 }
@@ -55,7 +61,10 @@ async fn partitioned_group_rejects_a_different_partition_count() {
     t.declare(&spec).await.unwrap();
     t.declare(&spec).await.unwrap();
     assert!(t.declare(&spec.clone().partitions(8)).await.is_err());
-    assert!(t.declare(&SubscriptionSpec::new("g-p", ["ev.p"])).await.is_err());
+    assert!(t
+        .declare(&SubscriptionSpec::new("g-p", ["ev.p"]))
+        .await
+        .is_err());
     assert!(t
         .declare(&SubscriptionSpec::new("g-q", ["ev.p"]).partitions(2000))
         .await
@@ -75,8 +84,12 @@ async fn partition_changes_hands_only_after_its_deliveries_are_settled() {
         .map(|i| format!("k{i}"))
         .find(|k| HashPartitioner.partition(k, 2) == 1)
         .unwrap();
-    t.publish(&testing::envelope("ev.hand", Some(&key), 0)).await.unwrap();
-    t.publish(&testing::envelope("ev.hand", Some(&key), 1)).await.unwrap();
+    t.publish(&testing::envelope("ev.hand", Some(&key), 0))
+        .await
+        .unwrap();
+    t.publish(&testing::envelope("ev.hand", Some(&key), 1))
+        .await
+        .unwrap();
     let first = testing::expect_delivery(&mut a, "first").await;
     assert_eq!(first.envelope.headers.get("x-test-n"), Some("0"));
     let mut b = t.subscribe(spec.clone()).await.unwrap();

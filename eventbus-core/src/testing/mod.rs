@@ -336,8 +336,15 @@ pub async fn dead_letter_kept_without_subscriber<T: Transport + ?Sized>(t: &T) {
         .subscribe_dead_letters(&group, 16)
         .await
         .expect("subscribe dead letters");
-    let got = expect_delivery(&mut dlq, "dead letter lost: nothing in the dead-letter queue").await;
-    assert_eq!(*got.envelope, dead, "dead letter differs from what was sent");
+    let got = expect_delivery(
+        &mut dlq,
+        "dead letter lost: nothing in the dead-letter queue",
+    )
+    .await;
+    assert_eq!(
+        *got.envelope, dead,
+        "dead letter differs from what was sent"
+    );
     got.ack().await.expect("ack dlq");
 }
 
@@ -370,15 +377,20 @@ pub async fn await_partition_balance(subs: &[&Subscription], partitions: u16) ->
     };
     let deadline = tokio::time::Instant::now() + DELIVERY_TIMEOUT * 2;
     loop {
-        let owned: Vec<Vec<u16>> = watches.iter_mut().map(|w| w.borrow_and_update().clone()).collect();
+        let owned: Vec<Vec<u16>> = watches
+            .iter_mut()
+            .map(|w| w.borrow_and_update().clone())
+            .collect();
         if balanced(&owned) {
             return owned;
         }
-        let changed = futures_util::future::select_all(
-            watches.iter_mut().map(|w| Box::pin(w.changed())),
-        );
+        let changed =
+            futures_util::future::select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
         if tokio::time::timeout_at(deadline, changed).await.is_err() {
-            panic!("partitions not balanced over {} subscriptions: {owned:?}", subs.len());
+            panic!(
+                "partitions not balanced over {} subscriptions: {owned:?}",
+                subs.len()
+            );
         }
     }
 }
@@ -395,7 +407,12 @@ async fn next_of(subs: &mut [Subscription], what: &str) -> (usize, Delivery) {
 }
 
 fn n_of(d: &Delivery) -> u64 {
-    d.envelope.headers.get("x-test-n").expect("x-test-n").parse().expect("n")
+    d.envelope
+        .headers
+        .get("x-test-n")
+        .expect("x-test-n")
+        .parse()
+        .expect("n")
 }
 
 /// A partitioned group's subscriptions share its partitions: each is owned
@@ -406,13 +423,22 @@ pub async fn partitioned_group_shares_partitions<T: Transport + ?Sized>(t: &T) {
     const P: u16 = 6;
     const KEYS: usize = 30;
     let (group, event) = (unique("g-part"), unique("ev.part"));
-    let spec = SubscriptionSpec::new(&group, [event.as_str()]).prefetch(64).partitions(P);
+    let spec = SubscriptionSpec::new(&group, [event.as_str()])
+        .prefetch(64)
+        .partitions(P);
     let mut subs = Vec::new();
     for _ in 0..3 {
-        subs.push(t.subscribe(spec.clone()).await.expect("subscribe partitioned"));
+        subs.push(
+            t.subscribe(spec.clone())
+                .await
+                .expect("subscribe partitioned"),
+        );
     }
     let owned = await_partition_balance(&subs.iter().collect::<Vec<_>>(), P).await;
-    assert!(owned.iter().all(|o| o.len() == 2), "unfair shares: {owned:?}");
+    assert!(
+        owned.iter().all(|o| o.len() == 2),
+        "unfair shares: {owned:?}"
+    );
 
     // Round 1: one event per key; each key lands on exactly one subscription.
     let keys: Vec<String> = (0..KEYS).map(|k| format!("key-{k}")).collect();
@@ -423,11 +449,18 @@ pub async fn partitioned_group_shares_partitions<T: Transport + ?Sized>(t: &T) {
     for _ in 0..KEYS {
         let (i, d) = next_of(&mut subs, "partitioned: round 1").await;
         let key = d.envelope.key.clone().expect("keyed");
-        assert!(home.insert(key.clone(), i).is_none(), "{key} delivered twice");
+        assert!(
+            home.insert(key.clone(), i).is_none(),
+            "{key} delivered twice"
+        );
         d.ack().await.expect("ack");
     }
     for (i, s) in subs.iter().enumerate() {
-        assert!(home.values().any(|h| *h == i), "subscription {i} got no key; owned {:?}", s.owned_partitions());
+        assert!(
+            home.values().any(|h| *h == i),
+            "subscription {i} got no key; owned {:?}",
+            s.owned_partitions()
+        );
     }
 
     // Round 2: keys stay home, in order. Subscription 2 settles n = 1 and
@@ -445,7 +478,10 @@ pub async fn partitioned_group_shares_partitions<T: Transport + ?Sized>(t: &T) {
         let (i, d) = next_of(&mut subs, "partitioned: round 2").await;
         remaining -= 1;
         let key = d.envelope.key.clone().expect("keyed");
-        assert_eq!(home[&key], i, "{key} moved to subscription {i} while its home was alive");
+        assert_eq!(
+            home[&key], i,
+            "{key} moved to subscription {i} while its home was alive"
+        );
         let n = n_of(&d);
         assert_eq!(n, last[&key] + 1, "{key}: {n} after {}", last[&key]);
         last.insert(key, n);
@@ -460,7 +496,10 @@ pub async fn partitioned_group_shares_partitions<T: Transport + ?Sized>(t: &T) {
     let gone = subs.pop().expect("three");
     drop(gone);
     let owned = await_partition_balance(&subs.iter().collect::<Vec<_>>(), P).await;
-    assert!(owned.iter().all(|o| o.len() == 3), "unfair shares after a subscription left: {owned:?}");
+    assert!(
+        owned.iter().all(|o| o.len() == 3),
+        "unfair shares after a subscription left: {owned:?}"
+    );
     let mut next: HashMap<String, u64> = home
         .iter()
         .filter(|(_, h)| **h == 2)
@@ -469,9 +508,14 @@ pub async fn partitioned_group_shares_partitions<T: Transport + ?Sized>(t: &T) {
     for _ in 0..mine * 3 {
         let (_, d) = next_of(&mut subs, "partitioned: takeover").await;
         let key = d.envelope.key.clone().expect("keyed");
-        let want = next.get_mut(&key).unwrap_or_else(|| panic!("{key} redelivered but was settled"));
+        let want = next
+            .get_mut(&key)
+            .unwrap_or_else(|| panic!("{key} redelivered but was settled"));
         assert_eq!(n_of(&d), *want, "{key}: taken over out of order");
-        assert!(d.redelivered, "{key}: released delivery not flagged redelivered");
+        assert!(
+            d.redelivered,
+            "{key}: released delivery not flagged redelivered"
+        );
         *want += 1;
         d.ack().await.expect("ack");
     }
@@ -669,7 +713,9 @@ pub mod amqp {
         for _ in 0..on_b {
             let d = expect_delivery(&mut sa, "dead: takeover").await;
             assert!(d.redelivered, "taken-over delivery not flagged redelivered");
-            got.entry(d.envelope.key.clone().unwrap()).or_default().push(n_of(&d));
+            got.entry(d.envelope.key.clone().unwrap())
+                .or_default()
+                .push(n_of(&d));
             d.ack().await.expect("ack");
         }
         assert_eq!(got, held, "b's unacked deliveries not redelivered in order");

@@ -49,8 +49,8 @@ use futures_util::Stream;
 use tokio::sync::Notify;
 
 use super::{
-    dead_letter_name, partition_key, partition_name, Delivery, Publisher, Subscriber,
-    Subscription, SubscriptionSpec, TransportError, TransportFuture, DEFAULT_MAX_UNROUTED,
+    dead_letter_name, partition_key, partition_name, Delivery, Publisher, Subscriber, Subscription,
+    SubscriptionSpec, TransportError, TransportFuture, DEFAULT_MAX_UNROUTED,
 };
 use crate::worker::{HashPartitioner, Partitioner};
 use crate::Envelope;
@@ -155,9 +155,7 @@ impl State {
             }
             None if spec.is_partitioned() => {
                 let queues = (0..spec.partitions)
-                    .map(|i| {
-                        self.queue_of(shared, &partition_name(&spec.group, i), &spec.group)
-                    })
+                    .map(|i| self.queue_of(shared, &partition_name(&spec.group, i), &spec.group))
                     .collect();
                 let g = Arc::new(PartGroup {
                     queues,
@@ -1073,8 +1071,7 @@ fn take_from(
     let Some(ci) = q.consumers.iter().position(|c| c.id == consumer) else {
         return Taken::Ended;
     };
-    let credit =
-        q.consumers[ci].prefetch - q.consumers[ci].in_flight.min(q.consumers[ci].prefetch);
+    let credit = q.consumers[ci].prefetch - q.consumers[ci].in_flight.min(q.consumers[ci].prefetch);
     let n = credit.min(max).min(q.ready.len());
     if n == 0 {
         if let Some(waker) = waker {
@@ -1239,10 +1236,7 @@ struct PartitionedStream {
 
 impl Stream for PartitionedStream {
     type Item = Result<Delivery, TransportError>;
-    fn poll_next(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-    ) -> Poll<Option<Self::Item>> {
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
         let me = self.member;
         let group = self.group.clone();
         let mut st = lock(&group.state);

@@ -81,8 +81,8 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
 
 use super::{
-    dead_letter_name, partition_name, Acker, Delivery, Publisher, Subscriber, Subscription, SubscriptionSpec,
-    TransportError, TransportFuture,
+    dead_letter_name, partition_name, Acker, Delivery, Publisher, Subscriber, Subscription,
+    SubscriptionSpec, TransportError, TransportFuture,
 };
 use crate::Envelope;
 
@@ -276,19 +276,16 @@ async fn declare_bus_exchange(
         AMQPValue::LongString(config.unrouted_exchange.as_str().into()),
     );
     let declared = channel
-        .exchange_declare(
-            short(&config.exchange)?,
-            ExchangeKind::Topic,
-            durable,
-            args,
-        )
+        .exchange_declare(short(&config.exchange)?, ExchangeKind::Topic, durable, args)
         .await;
     match declared {
         Ok(()) => {
             let _ = channel.close(200, "declared".into()).await;
             Ok(())
         }
-        Err(e) if e.to_string().contains("PRECONDITION_FAILED") || e.to_string().contains("406") => {
+        Err(e)
+            if e.to_string().contains("PRECONDITION_FAILED") || e.to_string().contains("406") =>
+        {
             tracing::warn!(
                 exchange = %config.exchange,
                 error = %e,

@@ -54,7 +54,11 @@ async fn balance(
             _ = tx.closed() => break,
             _ = interval.tick() => {}
         }
-        if transport.inner.closed.load(std::sync::atomic::Ordering::SeqCst) {
+        if transport
+            .inner
+            .closed
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
             break;
         }
         claimed.retain(|_, c| !c.task.is_finished());

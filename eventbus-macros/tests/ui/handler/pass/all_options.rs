@@ -53,6 +53,7 @@ fn main() {
     assert_eq!(Mailer.events(), vec!["user.registered", "order.placed"]);
     let mut expected = eventbus_core::HandlerConfig::new("email-service");
     expected.concurrency = 4;
+    expected.partitions = 8;
     assert_eq!(Mailer.config(), expected);
     assert_eq!(Minimal.config().timeout, None);
 }
