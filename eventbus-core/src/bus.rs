@@ -195,11 +195,29 @@ impl EventBus {
             transport: self.transport.clone(),
             groups: pipelines.iter().map(|p| p.config().group.clone()).collect(),
         };
-        for builder in pipelines {
-            let handler_events = builder_events(&builder);
-            let (config, pipeline) = builder.build();
-            let spec = SubscriptionSpec::new(config.group.clone(), handler_events)
-                .prefetch(config.prefetch);
+        let groups: Vec<_> = pipelines
+            .into_iter()
+            .map(|builder| {
+                let handler_events = builder_events(&builder);
+                let (config, pipeline) = builder.build();
+                let spec = SubscriptionSpec::new(config.group.clone(), handler_events)
+                    .prefetch(config.prefetch)
+                    .partitions(config.partitions);
+                (config, pipeline, spec)
+            })
+            .collect();
+        // Every group's queues exist before any handler runs: an event one
+        // handler publishes to another group is not lost because that group
+        // was not subscribed yet.
+        for (config, _, spec) in &groups {
+            if let Err(source) = self.transport.declare(spec).await {
+                return Err(StartError::Subscribe {
+                    group: config.group.clone(),
+                    source,
+                });
+            }
+        }
+        for (config, pipeline, spec) in groups {
             let subscription = match self.transport.subscribe(spec).await {
                 Ok(s) => s,
                 Err(source) => {

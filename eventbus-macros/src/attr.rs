@@ -47,19 +47,36 @@ fn parse_int<T>(
 where
     T: TryFrom<u64> + Bounded,
 {
+    parse_int_in(cx, meta, sym, min, T::MAX)
+}
+
+/// `option = N` as an integer in `min..=max`, with the literal's span.
+fn parse_int_in<T>(
+    cx: &Ctxt,
+    meta: &ParseNestedMeta<'_>,
+    sym: Symbol,
+    min: u64,
+    max: u64,
+) -> syn::Result<Option<(T, Span)>>
+where
+    T: TryFrom<u64>,
+{
     let lit: LitInt = meta.value()?.parse()?;
-    let value = lit.base10_parse::<u64>().ok().filter(|v| *v >= min);
+    let value = lit
+        .base10_parse::<u64>()
+        .ok()
+        .filter(|v| (min..=max).contains(v));
     match value.and_then(|v| T::try_from(v).ok()) {
         Some(v) => Ok(Some((v, lit.span()))),
         None => {
-            cx.error_spanned_by(
-                &lit,
-                format!("`{sym}` must be between {min} and {}", T::MAX),
-            );
+            cx.error_spanned_by(&lit, format!("`{sym}` must be between {min} and {max}"));
             Ok(None)
         }
     }
 }
+
+/// Most partitions of one group (`partitions = N`).
+const MAX_PARTITIONS: u64 = 1024;
 
 /// Integer types with a maximum, for range messages.
 trait Bounded {
@@ -266,6 +283,7 @@ pub struct HandlerAttrs {
     pub inbox: Option<bool>,
     pub timeout: Option<Timeout>,
     pub prefetch: Option<u16>,
+    pub partitions: Option<u16>,
     pub krate: Option<Path>,
 }
 
@@ -366,6 +384,10 @@ impl HandlerAttrs {
                 } else if meta.path == PREFETCH {
                     if let Some((v, _)) = parse_int::<u16>(cx, &meta, PREFETCH, 1)? {
                         set_once(cx, &mut out.prefetch, v, &meta, PREFETCH);
+                    }
+                } else if meta.path == PARTITIONS {
+                    if let Some((v, _)) = parse_int_in::<u16>(cx, &meta, PARTITIONS, 1, MAX_PARTITIONS)? {
+                        set_once(cx, &mut out.partitions, v, &meta, PARTITIONS);
                     }
                 } else if meta.path == CRATE {
                     let path = parse_crate_path(&meta)?;

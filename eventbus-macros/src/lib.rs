@@ -142,6 +142,7 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 /// | `jitter = false` | randomise delays | `true` |
 /// | `timeout_ms = 30000` or `timeout = "none"` | limit per attempt, or none | `30000` |
 /// | `prefetch = 256` | deliveries in flight before acks, 1..=65535 | `256` |
+/// | `partitions = 8` | split the group into N partitions shared by its instances, per-key order across instances (1..=1024; 1 = not partitioned) | not partitioned |
 /// | `inbox` or `inbox = true` | deduplicate through the bus's inbox (`EventBus::inbox`) | off |
 /// | `crate = "::path"` | path of the runtime crate | `::eventbus`, else `::eventbus_core` |
 ///

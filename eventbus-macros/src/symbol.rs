@@ -33,6 +33,7 @@ pub const JITTER: Symbol = Symbol("jitter");
 pub const TIMEOUT_MS: Symbol = Symbol("timeout_ms");
 pub const TIMEOUT: Symbol = Symbol("timeout");
 pub const PREFETCH: Symbol = Symbol("prefetch");
+pub const PARTITIONS: Symbol = Symbol("partitions");
 pub const INBOX: Symbol = Symbol("inbox");
 
 /// Every option `#[event(...)]` accepts on the type, for "expected one of" messages.
@@ -51,6 +52,7 @@ pub const HANDLER_OPTIONS: &[Symbol] = &[
     TIMEOUT_MS,
     TIMEOUT,
     PREFETCH,
+    PARTITIONS,
     INBOX,
     CRATE,
 ];

@@ -187,6 +187,7 @@ pub struct HandlerPlan<'a> {
     pub inbox: Option<bool>,
     pub timeout: Option<Timeout>,
     pub prefetch: Option<u16>,
+    pub partitions: Option<u16>,
 }
 
 pub fn handler<'a>(cx: &Ctxt, input: &'a HandlerInput<'a>) -> HandlerPlan<'a> {
@@ -264,5 +265,6 @@ pub fn handler<'a>(cx: &Ctxt, input: &'a HandlerInput<'a>) -> HandlerPlan<'a> {
         inbox: attrs.inbox,
         timeout: attrs.timeout,
         prefetch: attrs.prefetch,
+        partitions: attrs.partitions,
     }
 }

@@ -36,7 +36,8 @@ struct NotHandled;
     max_backoff_ms = 2000,
     jitter = false,
     timeout_ms = 1500,
-    prefetch = 32
+    prefetch = 32,
+    partitions = 8
 )]
 struct Mailer {
     seen: Mutex<Vec<String>>,
@@ -108,6 +109,7 @@ fn config_from_attributes() {
     expected.retry.backoff.jitter = false;
     expected.timeout = Some(Duration::from_millis(1500));
     expected.prefetch = 32;
+    expected.partitions = 8;
     assert_eq!(config, expected);
 }
 

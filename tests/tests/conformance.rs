@@ -16,3 +16,13 @@ async fn amqp_transport_on_embedded_broker_conforms() {
     transport.close().await.unwrap();
     broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_topology_on_embedded_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = EmbeddedBroker::start(dir.path())
+        .await
+        .expect("start broker");
+    testing::amqp::run_amqp_topology(&broker.amqp_url()).await;
+    broker.shutdown().await;
+}

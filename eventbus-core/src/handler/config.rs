@@ -102,6 +102,14 @@ pub struct HandlerConfig {
     /// `eventbus_core::inbox`; the pipeline needs an inbox layer,
     /// [`PipelineBuilder::inbox`](crate::pipeline::PipelineBuilder::inbox)).
     pub inbox: bool,
+    /// Partitions of the group shared by its instances (0 or 1: not
+    /// partitioned, one queue with competing consumers). With `P > 1` the
+    /// transport splits the group into `P` partition queues by a hash of
+    /// the event key; each partition is consumed by one live instance at a
+    /// time, so one key's events are handled in order across instances, and
+    /// a dead instance's partitions are taken over by the others
+    /// (`#[handler(partitions = 8)]`, at most 1024).
+    pub partitions: u16,
 }
 
 impl HandlerConfig {
@@ -115,6 +123,7 @@ impl HandlerConfig {
             timeout: Some(Duration::from_secs(30)),
             prefetch: 256,
             inbox: false,
+            partitions: 0,
         }
     }
 }

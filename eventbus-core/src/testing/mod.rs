@@ -18,7 +18,7 @@ mod harness;
 
 pub use harness::{Attempt, RunningTestBus, TestBus};
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -99,7 +99,10 @@ pub async fn run_conformance<T: Transport + ?Sized>(t: &T) {
     dropped_subscription_releases_unacked(t).await;
     prefetch_bounds_unacked(t).await;
     dead_letter_moves_message(t).await;
+    dead_letter_kept_without_subscriber(t).await;
+    declare_provisions_before_consuming(t).await;
     publish_batch_delivers_all(t).await;
+    partitioned_group_shares_partitions(t).await;
 }
 
 /// Every envelope field survives the trip unchanged.
@@ -315,5 +318,413 @@ pub async fn publish_batch_delivers_all<T: Transport + ?Sized>(t: &T) {
             "batch message {i} missing or out of order"
         );
         d.ack().await.expect("ack");
+    }
+}
+
+/// A group whose dead letters nobody consumes yet still keeps them: the
+/// dead-letter destination exists as soon as the group does.
+pub async fn dead_letter_kept_without_subscriber<T: Transport + ?Sized>(t: &T) {
+    let (group, event) = (unique("g-dlq-nosub"), unique("ev.dlq-nosub"));
+    let mut sub = subscribe(t, &group, &[&event], 16).await;
+    let e = envelope(&event, Some("k"), 1);
+    publish(t, &e).await;
+    let d = expect_delivery(&mut sub, "dlq without subscriber: delivery").await;
+    let dead = (*d.envelope)
+        .clone()
+        .with_header(crate::header::DEAD_LETTER_ERROR, "boom");
+    d.dead_letter(dead.clone())
+        .await
+        .expect("dead_letter without a dead-letter subscriber");
+    expect_quiet(&mut sub, "dlq without subscriber: original came back").await;
+    let mut dlq = t
+        .subscribe_dead_letters(&group, 16)
+        .await
+        .expect("subscribe dead letters");
+    let got = expect_delivery(
+        &mut dlq,
+        "dead letter lost: nothing in the dead-letter queue",
+    )
+    .await;
+    assert_eq!(
+        *got.envelope, dead,
+        "dead letter differs from what was sent"
+    );
+    got.ack().await.expect("ack dlq");
+}
+
+/// `declare` binds a group before anything consumes: what is published
+/// in between waits for the first subscription.
+pub async fn declare_provisions_before_consuming<T: Transport + ?Sized>(t: &T) {
+    let (group, event) = (unique("g-declare"), unique("ev.declare"));
+    let spec = SubscriptionSpec::new(&group, [event.as_str()]).prefetch(16);
+    t.declare(&spec).await.expect("declare");
+    let e = envelope(&event, Some("k"), 1);
+    publish(t, &e).await;
+    let mut sub = t.subscribe(spec).await.expect("subscribe");
+    let d = expect_delivery(&mut sub, "declared group: event published before subscribe").await;
+    assert_eq!(d.envelope.id, e.id);
+    d.ack().await.expect("ack");
+}
+
+/// Waits until the subscriptions own disjoint partitions covering all
+/// `partitions`, each at most `ceil(partitions / subs)`; returns them.
+pub async fn await_partition_balance(subs: &[&Subscription], partitions: u16) -> Vec<Vec<u16>> {
+    let mut watches: Vec<_> = subs
+        .iter()
+        .map(|s| s.partition_watch().expect("a partitioned subscription"))
+        .collect();
+    let share = usize::from(partitions).div_ceil(subs.len());
+    let balanced = |owned: &[Vec<u16>]| {
+        let mut all: Vec<u16> = owned.iter().flatten().copied().collect();
+        all.sort_unstable();
+        all == (0..partitions).collect::<Vec<_>>() && owned.iter().all(|o| o.len() <= share)
+    };
+    let deadline = tokio::time::Instant::now() + DELIVERY_TIMEOUT * 2;
+    loop {
+        let owned: Vec<Vec<u16>> = watches
+            .iter_mut()
+            .map(|w| w.borrow_and_update().clone())
+            .collect();
+        if balanced(&owned) {
+            return owned;
+        }
+        let changed =
+            futures_util::future::select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
+        if tokio::time::timeout_at(deadline, changed).await.is_err() {
+            panic!(
+                "partitions not balanced over {} subscriptions: {owned:?}",
+                subs.len()
+            );
+        }
+    }
+}
+
+/// The next delivery from any of `subs`, with the index of its subscription.
+async fn next_of(subs: &mut [Subscription], what: &str) -> (usize, Delivery) {
+    let next = futures_util::future::select_all(subs.iter_mut().map(|s| Box::pin(s.next())));
+    match tokio::time::timeout(DELIVERY_TIMEOUT, next).await {
+        Ok((Some(Ok(d)), i, _)) => (i, d),
+        Ok((Some(Err(e)), i, _)) => panic!("{what}: subscription {i} error: {e}"),
+        Ok((None, i, _)) => panic!("{what}: subscription {i} ended"),
+        Err(_) => panic!("{what}: no delivery within {DELIVERY_TIMEOUT:?}"),
+    }
+}
+
+fn n_of(d: &Delivery) -> u64 {
+    d.envelope
+        .headers
+        .get("x-test-n")
+        .expect("x-test-n")
+        .parse()
+        .expect("n")
+}
+
+/// A partitioned group's subscriptions share its partitions: each is owned
+/// by exactly one, a key's events all go to one subscription, in order;
+/// when a subscription goes away, the others take its partitions over and
+/// get its unsettled deliveries first, in order, flagged redelivered.
+pub async fn partitioned_group_shares_partitions<T: Transport + ?Sized>(t: &T) {
+    const P: u16 = 6;
+    const KEYS: usize = 30;
+    let (group, event) = (unique("g-part"), unique("ev.part"));
+    let spec = SubscriptionSpec::new(&group, [event.as_str()])
+        .prefetch(64)
+        .partitions(P);
+    let mut subs = Vec::new();
+    for _ in 0..3 {
+        subs.push(
+            t.subscribe(spec.clone())
+                .await
+                .expect("subscribe partitioned"),
+        );
+    }
+    let owned = await_partition_balance(&subs.iter().collect::<Vec<_>>(), P).await;
+    assert!(
+        owned.iter().all(|o| o.len() == 2),
+        "unfair shares: {owned:?}"
+    );
+
+    // Round 1: one event per key; each key lands on exactly one subscription.
+    let keys: Vec<String> = (0..KEYS).map(|k| format!("key-{k}")).collect();
+    for k in &keys {
+        publish(t, &envelope(&event, Some(k), 0)).await;
+    }
+    let mut home: HashMap<String, usize> = HashMap::new();
+    for _ in 0..KEYS {
+        let (i, d) = next_of(&mut subs, "partitioned: round 1").await;
+        let key = d.envelope.key.clone().expect("keyed");
+        assert!(
+            home.insert(key.clone(), i).is_none(),
+            "{key} delivered twice"
+        );
+        d.ack().await.expect("ack");
+    }
+    for (i, s) in subs.iter().enumerate() {
+        assert!(
+            home.values().any(|h| *h == i),
+            "subscription {i} got no key; owned {:?}",
+            s.owned_partitions()
+        );
+    }
+
+    // Round 2: keys stay home, in order. Subscription 2 settles n = 1 and
+    // holds n = 2..=4 of its keys, then goes away.
+    for n in 1..=4 {
+        for k in &keys {
+            publish(t, &envelope(&event, Some(k), n)).await;
+        }
+    }
+    let mine: usize = home.values().filter(|h| **h == 2).count();
+    let mut last: HashMap<String, u64> = keys.iter().map(|k| (k.clone(), 0)).collect();
+    let mut held = Vec::new();
+    let mut remaining = KEYS * 4;
+    while remaining > 0 {
+        let (i, d) = next_of(&mut subs, "partitioned: round 2").await;
+        remaining -= 1;
+        let key = d.envelope.key.clone().expect("keyed");
+        assert_eq!(
+            home[&key], i,
+            "{key} moved to subscription {i} while its home was alive"
+        );
+        let n = n_of(&d);
+        assert_eq!(n, last[&key] + 1, "{key}: {n} after {}", last[&key]);
+        last.insert(key, n);
+        if i == 2 && n >= 2 {
+            held.push(d);
+        } else {
+            d.ack().await.expect("ack");
+        }
+    }
+    assert_eq!(held.len(), mine * 3);
+    drop(held);
+    let gone = subs.pop().expect("three");
+    drop(gone);
+    let owned = await_partition_balance(&subs.iter().collect::<Vec<_>>(), P).await;
+    assert!(
+        owned.iter().all(|o| o.len() == 3),
+        "unfair shares after a subscription left: {owned:?}"
+    );
+    let mut next: HashMap<String, u64> = home
+        .iter()
+        .filter(|(_, h)| **h == 2)
+        .map(|(k, _)| (k.clone(), 2))
+        .collect();
+    for _ in 0..mine * 3 {
+        let (_, d) = next_of(&mut subs, "partitioned: takeover").await;
+        let key = d.envelope.key.clone().expect("keyed");
+        let want = next
+            .get_mut(&key)
+            .unwrap_or_else(|| panic!("{key} redelivered but was settled"));
+        assert_eq!(n_of(&d), *want, "{key}: taken over out of order");
+        assert!(
+            d.redelivered,
+            "{key}: released delivery not flagged redelivered"
+        );
+        *want += 1;
+        d.ack().await.expect("ack");
+    }
+    for s in &mut subs {
+        expect_quiet(s, "partitioned: after takeover").await;
+    }
+}
+
+/// Checks of the AMQP transport's topology, against a live broker (our
+/// built-in one or RabbitMQ), by its URI.
+#[cfg(feature = "amqp")]
+pub mod amqp {
+    use std::time::Duration;
+
+    use futures_util::StreamExt;
+    use lapin::options::{
+        BasicAckOptions, BasicConsumeOptions, ExchangeDeclareOptions, QueueDeleteOptions,
+    };
+    use lapin::types::FieldTable;
+    use lapin::{Connection, ConnectionProperties, ExchangeKind};
+
+    use super::*;
+    use crate::transport::amqp::{AmqpConfig, AmqpTransport};
+    use crate::transport::{dead_letter_name, Subscriber};
+
+    /// Settings with exchanges of their own (so that a shared broker's
+    /// existing `eventbus` exchange does not matter) and expiring queues.
+    pub fn isolated_config(uri: &str) -> AmqpConfig {
+        let mut config = AmqpConfig::new(uri);
+        config.exchange = unique("x-eb");
+        config.dead_letter_exchange = format!("{}.dead-letter", config.exchange);
+        config.unrouted_exchange = format!("{}.unrouted", config.exchange);
+        config.queue_expires = Some(Duration::from_secs(60));
+        config.rebalance_interval = Duration::from_millis(200);
+        config
+    }
+
+    async fn connect(config: AmqpConfig) -> AmqpTransport {
+        AmqpTransport::connect_with(config)
+            .await
+            .unwrap_or_else(|e| panic!("connect: {e}"))
+    }
+
+    async fn raw(uri: &str) -> Connection {
+        Connection::connect(uri, ConnectionProperties::default())
+            .await
+            .expect("raw connection")
+    }
+
+    /// Runs every AMQP topology check.
+    pub async fn run_amqp_topology(uri: &str) {
+        dead_letter_to_a_deleted_queue_fails_and_keeps_the_original(uri).await;
+        unrouted_events_land_in_the_unrouted_queue(uri).await;
+        existing_exchange_without_alternate_exchange_is_accepted(uri).await;
+        dead_instance_partitions_are_taken_over(uri).await;
+    }
+
+    /// The dead-letter queue deleted behind the transport's back: the dead
+    /// letter is returned unroutable, `dead_letter` fails, and the original
+    /// is redelivered rather than lost.
+    pub async fn dead_letter_to_a_deleted_queue_fails_and_keeps_the_original(uri: &str) {
+        let t = connect(isolated_config(uri)).await;
+        let (group, event) = (unique("g-dlq-gone"), unique("ev.dlq-gone"));
+        let mut sub = subscribe(&t, &group, &[&event], 16).await;
+        let admin = raw(uri).await;
+        let ch = admin.create_channel().await.unwrap();
+        ch.queue_delete(
+            dead_letter_name(&group).as_str().into(),
+            QueueDeleteOptions::default(),
+        )
+        .await
+        .expect("delete the dead-letter queue");
+        let e = envelope(&event, Some("k"), 1);
+        publish(&t, &e).await;
+        let d = expect_delivery(&mut sub, "dlq gone: delivery").await;
+        let dead = (*d.envelope).clone();
+        let r = d.dead_letter(dead).await;
+        assert!(
+            r.is_err(),
+            "dead letter to a missing queue reported stored: lost"
+        );
+        let again = expect_delivery(&mut sub, "dlq gone: original redelivered").await;
+        assert_eq!(again.envelope.id, e.id);
+        assert!(again.redelivered);
+        again.ack().await.expect("ack");
+        let _ = admin.close(200, "bye".into()).await;
+        t.close().await.unwrap();
+    }
+
+    /// An event no group is bound to goes to the unrouted queue.
+    pub async fn unrouted_events_land_in_the_unrouted_queue(uri: &str) {
+        let config = isolated_config(uri);
+        let unrouted = config.unrouted_exchange.clone();
+        let t = connect(config).await;
+        let e = envelope(&unique("ev.nobody"), None, 1);
+        publish(&t, &e).await;
+        let admin = raw(uri).await;
+        let ch = admin.create_channel().await.unwrap();
+        let mut consumer = ch
+            .basic_consume(
+                unrouted.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume the unrouted queue");
+        let d = tokio::time::timeout(DELIVERY_TIMEOUT, consumer.next())
+            .await
+            .expect("nothing in the unrouted queue: the event was dropped")
+            .expect("consumer ended")
+            .expect("delivery");
+        assert_eq!(
+            d.properties.message_id().as_ref().map(|m| m.as_str()),
+            Some(e.id.to_string().as_str())
+        );
+        d.acker.ack(BasicAckOptions::default()).await.unwrap();
+        let _ = admin.close(200, "bye".into()).await;
+        t.close().await.unwrap();
+    }
+
+    /// A deployment whose bus exchange was declared without the alternate
+    /// exchange still connects (the transport cannot change it; it warns).
+    pub async fn existing_exchange_without_alternate_exchange_is_accepted(uri: &str) {
+        let config = isolated_config(uri);
+        let admin = raw(uri).await;
+        let ch = admin.create_channel().await.unwrap();
+        ch.exchange_declare(
+            config.exchange.as_str().into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                auto_delete: false,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        let t = AmqpTransport::connect_with(config)
+            .await
+            .expect("connect to an existing exchange without alternate-exchange");
+        let (group, event) = (unique("g-old-x"), unique("ev.old-x"));
+        let mut sub = subscribe(&t, &group, &[&event], 16).await;
+        publish(&t, &envelope(&event, None, 1)).await;
+        expect_delivery(&mut sub, "old exchange")
+            .await
+            .ack()
+            .await
+            .unwrap();
+        let _ = admin.close(200, "bye".into()).await;
+        t.close().await.unwrap();
+    }
+
+    /// An instance whose connection dies (no orderly release) loses its
+    /// partitions to the others, which get its unacked deliveries first.
+    pub async fn dead_instance_partitions_are_taken_over(uri: &str) {
+        const P: u16 = 4;
+        let config = isolated_config(uri);
+        let a = connect(config.clone()).await;
+        let b = connect(config).await;
+        let (group, event) = (unique("g-dead"), unique("ev.dead"));
+        let spec = SubscriptionSpec::new(&group, [event.as_str()])
+            .prefetch(64)
+            .partitions(P);
+        let mut sa = a.subscribe(spec.clone()).await.expect("subscribe a");
+        let mut sb = b.subscribe(spec).await.expect("subscribe b");
+        await_partition_balance(&[&sa, &sb], P).await;
+        let keys: Vec<String> = (0..20).map(|k| format!("key-{k}")).collect();
+        for n in 0..3 {
+            for k in &keys {
+                publish(&a, &envelope(&event, Some(k), n)).await;
+            }
+        }
+        // `b` holds everything it got; `a` acks.
+        let mut held: HashMap<String, Vec<u64>> = HashMap::new();
+        let mut on_b = 0;
+        let mut unsettled = Vec::new();
+        for _ in 0..keys.len() * 3 {
+            tokio::select! {
+                d = expect_delivery(&mut sa, "dead: a") => d.ack().await.expect("ack"),
+                d = expect_delivery(&mut sb, "dead: b") => {
+                    held.entry(d.envelope.key.clone().unwrap()).or_default().push(n_of(&d));
+                    on_b += 1;
+                    unsettled.push(d);
+                }
+            }
+        }
+        assert!(on_b > 0, "b got nothing");
+        // b dies: its connection closes without releasing anything.
+        b.close().await.unwrap();
+        drop(sb);
+        drop(unsettled);
+        let mut got: HashMap<String, Vec<u64>> = HashMap::new();
+        for _ in 0..on_b {
+            let d = expect_delivery(&mut sa, "dead: takeover").await;
+            assert!(d.redelivered, "taken-over delivery not flagged redelivered");
+            got.entry(d.envelope.key.clone().unwrap())
+                .or_default()
+                .push(n_of(&d));
+            d.ack().await.expect("ack");
+        }
+        assert_eq!(got, held, "b's unacked deliveries not redelivered in order");
+        await_partition_balance(&[&sa], P).await;
+        expect_quiet(&mut sa, "dead: after takeover").await;
+        a.close().await.unwrap();
     }
 }

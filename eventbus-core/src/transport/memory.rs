@@ -12,6 +12,21 @@
 //! catch up — backpressure instead of unbounded memory. Requeued and
 //! dead-lettered messages are never refused, so settling never waits.
 //!
+//! Events that no group is bound to are kept in a bounded buffer
+//! ([`MemoryTransport::unrouted`], default [`DEFAULT_MAX_UNROUTED`], the
+//! oldest dropped first), like the AMQP transport's `eventbus.unrouted`
+//! queue; a group that subscribes later does not receive them.
+//!
+//! A partitioned group ([`SubscriptionSpec::partitions`] `P > 1`) has `P`
+//! queues `<group>.p<i>`; an event goes to partition
+//! `HashPartitioner.partition(partition_key(event), P)` (see
+//! [`HashPartitioner`](crate::worker::HashPartitioner) and
+//! [`partition_key`](super::partition_key)). Each partition is owned by one
+//! subscription of the group; ownership is rebalanced (sticky, at most
+//! `ceil(P/N)` per subscription) whenever a subscription joins or is
+//! dropped, and a partition's new owner starts consuming only once the
+//! previous owner's deliveries of it are settled.
+//!
 //! Each queue has its own lock; publishers, consumers and ackers of
 //! different groups never contend. Consumers pull from their queue (no
 //! per-consumer channel), so a busy consumer takes a message without any
@@ -34,9 +49,10 @@ use futures_util::Stream;
 use tokio::sync::Notify;
 
 use super::{
-    dead_letter_name, Delivery, Publisher, Subscriber, Subscription, SubscriptionSpec,
-    TransportError, TransportFuture,
+    dead_letter_name, partition_key, partition_name, Delivery, Publisher, Subscriber, Subscription,
+    SubscriptionSpec, TransportError, TransportFuture, DEFAULT_MAX_UNROUTED,
 };
+use crate::worker::{HashPartitioner, Partitioner};
 use crate::Envelope;
 
 /// Default maximum number of ready messages per group queue.
@@ -73,6 +89,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Shared {
     state: Mutex<State>,
     max_queue_len: usize,
+    max_unrouted: usize,
 }
 
 impl Shared {
@@ -86,6 +103,8 @@ struct State {
     queues: HashMap<String, Arc<QueueShared>>,
     /// event name → queues bound to it (shared with publishers without copying)
     routes: HashMap<String, Arc<[Arc<QueueShared>]>, BuildHasherDefault<FastHasher>>,
+    /// Events no group was bound to, oldest first (bounded).
+    unrouted: VecDeque<Arc<Envelope>>,
     next_consumer: u64,
     closed: bool,
 }
@@ -93,24 +112,93 @@ struct State {
 impl State {
     /// The queue `name`, created empty if missing.
     fn queue(&mut self, shared: &Arc<Shared>, name: &str) -> Arc<QueueShared> {
+        self.queue_of(shared, name, name)
+    }
+
+    /// The queue `name` of `group` (whose dead-letter queue it uses),
+    /// created empty if missing.
+    fn queue_of(&mut self, shared: &Arc<Shared>, name: &str, group: &str) -> Arc<QueueShared> {
         self.queues
             .entry(name.to_owned())
-            .or_insert_with(|| {
-                Arc::new(QueueShared {
-                    name: Arc::from(name),
-                    transport: Arc::downgrade(shared),
-                    max_len: shared.max_queue_len,
-                    space: Notify::new(),
-                    inner: Mutex::new(Queue::default()),
-                })
-            })
+            .or_insert_with(|| Arc::new(QueueShared::new(shared, name, group, None)))
             .clone()
+    }
+
+    /// Declares `spec`'s queue(s), dead-letter queue and bindings; returns
+    /// the partitioned group if it is one.
+    fn declare(
+        &mut self,
+        shared: &Arc<Shared>,
+        spec: &SubscriptionSpec,
+    ) -> Result<Option<Arc<PartGroup>>, TransportError> {
+        if self.closed {
+            return Err(TransportError::Closed);
+        }
+        spec.validate()?;
+        let existing = self.queues.get(&spec.group).cloned();
+        let (q, group) = match existing {
+            Some(q) => {
+                let had = q.parts.as_ref().map_or(0, |g| g.queues.len());
+                let wants = if spec.is_partitioned() {
+                    usize::from(spec.partitions)
+                } else {
+                    0
+                };
+                if had != wants {
+                    return Err(TransportError::Rejected(format!(
+                        "group {} is declared with {had} partitions, not {wants}",
+                        spec.group
+                    )));
+                }
+                let g = q.parts.clone();
+                (q, g)
+            }
+            None if spec.is_partitioned() => {
+                let queues = (0..spec.partitions)
+                    .map(|i| self.queue_of(shared, &partition_name(&spec.group, i), &spec.group))
+                    .collect();
+                let g = Arc::new(PartGroup {
+                    queues,
+                    state: Mutex::new(GroupState {
+                        owner: vec![None; usize::from(spec.partitions)],
+                        members: Vec::new(),
+                    }),
+                });
+                let router = Arc::new(QueueShared::new(
+                    shared,
+                    &spec.group,
+                    &spec.group,
+                    Some(g.clone()),
+                ));
+                self.queues.insert(spec.group.clone(), router.clone());
+                (router, Some(g))
+            }
+            None => (self.queue(shared, &spec.group), None),
+        };
+        self.queue(shared, &dead_letter_name(&spec.group));
+        for event in &spec.events {
+            let bound = self
+                .routes
+                .entry(event.clone())
+                .or_insert_with(|| Arc::from([]));
+            if !bound.iter().any(|b| Arc::ptr_eq(b, &q)) {
+                let mut v = bound.to_vec();
+                v.push(q.clone());
+                *bound = Arc::from(v);
+            }
+        }
+        Ok(group)
     }
 }
 
 /// One queue and what waits on it.
 struct QueueShared {
     name: Arc<str>,
+    /// The group whose dead-letter queue this queue's dead letters go to.
+    group: Arc<str>,
+    /// For a partitioned group's entry in the routes: its partitions (this
+    /// queue itself holds nothing then).
+    parts: Option<Arc<PartGroup>>,
     /// For creating the dead-letter queue on first use.
     transport: Weak<Shared>,
     /// Publishers wait while `ready` holds this many messages.
@@ -121,6 +209,18 @@ struct QueueShared {
 }
 
 impl QueueShared {
+    fn new(shared: &Arc<Shared>, name: &str, group: &str, parts: Option<Arc<PartGroup>>) -> Self {
+        QueueShared {
+            name: Arc::from(name),
+            group: Arc::from(group),
+            parts,
+            transport: Arc::downgrade(shared),
+            max_len: shared.max_queue_len,
+            space: Notify::new(),
+            inner: Mutex::new(Queue::default()),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Queue> {
         lock(&self.inner)
     }
@@ -269,6 +369,9 @@ struct Queue {
     closed: bool,
     /// Acked messages left for the next publisher to drop (see [`Garbage`]).
     garbage: Garbage,
+    /// A partition's next owner, waiting for the previous owner's
+    /// deliveries to be settled: woken once `unacked` is empty.
+    handover: Option<Waker>,
 }
 
 /// Acked messages whose memory publishers to the queue free.
@@ -354,6 +457,9 @@ impl Queue {
     /// polling must not strand a message another idle consumer could take.
     fn wakers(&mut self) -> Wakers {
         let mut out = Wakers::default();
+        if self.handover.is_some() && self.unacked.len() == 0 {
+            out.push(self.handover.take().expect("checked"));
+        }
         if self.ready.is_empty() {
             return out;
         }
@@ -431,12 +537,33 @@ impl MemoryTransport {
     /// A new, empty transport whose group queues hold at most `max` ready
     /// messages each; publishing to a full queue waits until it drains.
     pub fn with_max_queue_len(max: usize) -> Self {
+        Self::with_limits(max, DEFAULT_MAX_UNROUTED)
+    }
+
+    /// A new, empty transport whose group queues hold at most
+    /// `max_queue_len` ready messages each, and which keeps the last
+    /// `max_unrouted` events no group was bound to
+    /// ([`MemoryTransport::unrouted`]).
+    pub fn with_limits(max_queue_len: usize, max_unrouted: usize) -> Self {
         Self {
             shared: Arc::new(Shared {
                 state: Mutex::new(State::default()),
-                max_queue_len: max.max(1),
+                max_queue_len: max_queue_len.max(1),
+                max_unrouted,
             }),
         }
+    }
+
+    /// The events published while no group was bound to their name, oldest
+    /// first (at most the bound given to [`MemoryTransport::with_limits`],
+    /// default [`DEFAULT_MAX_UNROUTED`]; older ones were dropped).
+    pub fn unrouted(&self) -> Vec<Arc<Envelope>> {
+        self.shared.lock().unrouted.iter().cloned().collect()
+    }
+
+    /// Removes and returns the unrouted events (see [`MemoryTransport::unrouted`]).
+    pub fn take_unrouted(&self) -> Vec<Arc<Envelope>> {
+        self.shared.lock().unrouted.drain(..).collect()
     }
 
     /// Counts for queue `name` (a group, or a group's dead-letter queue).
@@ -472,6 +599,16 @@ impl MemoryTransport {
             state.closed = true;
             state.queues.values().cloned().collect()
         };
+        for qs in &queues {
+            if let Some(g) = &qs.parts {
+                let wakers: Vec<Waker> = lock(&g.state)
+                    .members
+                    .iter_mut()
+                    .filter_map(|m| m.waker.take())
+                    .collect();
+                wakers.into_iter().for_each(Waker::wake);
+            }
+        }
         for qs in queues {
             let wakers: Vec<Waker> = {
                 let mut q = qs.lock();
@@ -510,12 +647,24 @@ impl MemoryTransport {
 
     /// The queues bound to `name` (`None`: unroutable, like an AMQP
     /// exchange without bindings).
-    fn targets(&self, name: &str) -> Result<Option<Arc<[Arc<QueueShared>]>>, TransportError> {
-        let state = self.shared.lock();
+    ///
+    /// An unroutable `envelope` is kept in the unrouted buffer.
+    fn targets(
+        &self,
+        envelope: &Arc<Envelope>,
+    ) -> Result<Option<Arc<[Arc<QueueShared>]>>, TransportError> {
+        let mut state = self.shared.lock();
         if state.closed {
             return Err(TransportError::Closed);
         }
-        Ok(state.routes.get(name).cloned())
+        let targets = state.routes.get(&*envelope.name).cloned();
+        if targets.is_none() && self.shared.max_unrouted > 0 {
+            if state.unrouted.len() >= self.shared.max_unrouted {
+                state.unrouted.pop_front();
+            }
+            state.unrouted.push_back(envelope.clone());
+        }
+        Ok(targets)
     }
 
     /// Routes `envelope` without waiting: `Ok` with the outcome once it is
@@ -525,13 +674,14 @@ impl MemoryTransport {
         &self,
         envelope: Arc<Envelope>,
     ) -> Result<Result<(), TransportError>, Arc<Envelope>> {
-        let targets = match self.targets(&envelope.name) {
+        let targets = match self.targets(&envelope) {
             Ok(Some(t)) => t,
             Ok(None) => return Ok(Ok(())),
             Err(e) => return Ok(Err(e)),
         };
         if let [q] = &*targets {
             // One group (the common case): check for room and push under one lock.
+            let q = pick(q, &envelope);
             let (wakers, garbage) = {
                 let mut g = q.lock();
                 if g.closed {
@@ -550,6 +700,7 @@ impl MemoryTransport {
         // Fan-out: only if every queue has room, so that no group gets it
         // while another is still waiting.
         for q in targets.iter() {
+            let q = pick(q, &envelope);
             let g = q.lock();
             if g.closed {
                 return Ok(Err(TransportError::Closed));
@@ -569,10 +720,11 @@ impl MemoryTransport {
             Ok(done) => return done,
             Err(envelope) => envelope,
         };
-        let Some(targets) = self.targets(&envelope.name)? else {
+        let Some(targets) = self.targets(&envelope)? else {
             return Ok(());
         };
         if let [q] = &*targets {
+            let q = pick(q, &envelope);
             let mut envelope = Some(envelope);
             loop {
                 let notified = q.space.notified();
@@ -605,6 +757,7 @@ impl MemoryTransport {
         // cancelled publish never reached only some of the groups.
         'wait: loop {
             for q in targets.iter() {
+                let q = pick(q, &envelope);
                 let notified = q.space.notified();
                 tokio::pin!(notified);
                 let full = {
@@ -631,9 +784,22 @@ impl MemoryTransport {
     }
 }
 
+/// The queue `envelope` goes to among `q`'s partitions (`q` itself if
+/// its group is not partitioned).
+fn pick<'a>(q: &'a Arc<QueueShared>, envelope: &Envelope) -> &'a Arc<QueueShared> {
+    match &q.parts {
+        None => q,
+        Some(g) => {
+            let i = HashPartitioner.partition(&partition_key(envelope), g.queues.len());
+            &g.queues[i]
+        }
+    }
+}
+
 /// Pushes `envelope` to every queue of `targets` (room was checked).
 fn push_all(targets: &[Arc<QueueShared>], envelope: &Arc<Envelope>) {
     for q in targets {
+        let q = pick(q, envelope);
         let (wakers, garbage) = {
             let mut g = q.lock();
             let garbage = g.publish(envelope.clone());
@@ -670,32 +836,35 @@ impl Publisher for MemoryTransport {
 #[async_trait]
 impl Subscriber for MemoryTransport {
     async fn pending(&self, group: &str) -> Result<Option<u64>, TransportError> {
-        Ok(Some(
-            self.queue_stats(group)
-                .map_or(0, |s| (s.ready + s.unacked) as u64),
-        ))
+        let Some(q) = self.shared.lock().queues.get(group).cloned() else {
+            return Ok(Some(0));
+        };
+        let count = |q: &QueueShared| {
+            let q = q.lock();
+            (q.ready.len() + q.unacked.len()) as u64
+        };
+        let mut n = count(&q);
+        if let Some(parts) = &q.parts {
+            n += parts.queues.iter().map(|p| count(p)).sum::<u64>();
+        }
+        Ok(Some(n))
+    }
+
+    async fn declare(&self, spec: &SubscriptionSpec) -> Result<(), TransportError> {
+        self.shared.lock().declare(&self.shared, spec).map(drop)
     }
 
     async fn subscribe(&self, spec: SubscriptionSpec) -> Result<Subscription, TransportError> {
-        {
+        let (group, id) = {
             let mut state = self.shared.lock();
-            if state.closed {
-                return Err(TransportError::Closed);
-            }
-            let q = state.queue(&self.shared, &spec.group);
-            for event in &spec.events {
-                let bound = state
-                    .routes
-                    .entry(event.clone())
-                    .or_insert_with(|| Arc::from([]));
-                if !bound.iter().any(|b| Arc::ptr_eq(b, &q)) {
-                    let mut v = bound.to_vec();
-                    v.push(q.clone());
-                    *bound = Arc::from(v);
-                }
-            }
+            let group = state.declare(&self.shared, &spec)?;
+            state.next_consumer += 1;
+            (group, state.next_consumer)
+        };
+        match group {
+            Some(g) => Ok(g.join(id, spec.prefetch)),
+            None => self.consume(&spec.group, spec.prefetch),
         }
-        self.consume(&spec.group, spec.prefetch)
     }
 
     async fn subscribe_dead_letters(
@@ -756,7 +925,7 @@ impl MemoryAcker {
             };
             let dlq = transport
                 .lock()
-                .queue(&transport, &dead_letter_name(&qs.name));
+                .queue(&transport, &dead_letter_name(&qs.group));
             let wakers = {
                 let mut q = dlq.lock();
                 q.push_new(Arc::from(envelope));
@@ -910,54 +1079,65 @@ impl MemoryStream {
     /// [`MemoryStream::take`]; when nothing could be taken, registers
     /// `waker` (if given) to be woken once a message is ready for this
     /// consumer.
-    fn take_with(&self, max: usize, mut out: impl FnMut(Delivery), waker: Option<&Waker>) -> Taken {
-        let qs = &self.queue;
-        let mut q = qs.lock();
-        if q.closed {
-            return Taken::Ended;
-        }
-        let Some(ci) = q.consumers.iter().position(|c| c.id == self.consumer) else {
-            return Taken::Ended;
-        };
-        let credit =
-            q.consumers[ci].prefetch - q.consumers[ci].in_flight.min(q.consumers[ci].prefetch);
-        let n = credit.min(max).min(q.ready.len());
-        if n == 0 {
-            if let Some(waker) = waker {
-                let c = &mut q.consumers[ci];
-                match &c.waker {
-                    Some(w) if w.will_wake(waker) => {}
-                    _ => c.waker = Some(waker.clone()),
-                }
-            }
-            return Taken::Pending;
-        }
-        q.consumers[ci].in_flight += n;
-        for _ in 0..n {
-            let msg = q.ready.pop_front().expect("counted");
-            let envelope = msg.envelope.clone();
-            let redelivered = msg.redelivered;
-            let tag = q.unacked.insert(self.consumer, msg);
-            out(Delivery::memory(
-                envelope,
-                redelivered,
-                MemoryAcker {
-                    queue: qs.clone(),
-                    tag,
-                    settled: false,
-                },
-            ));
-        }
-        let wake_publishers = q.publishers_waiting && q.ready.len() < qs.low_water();
-        if wake_publishers {
-            q.publishers_waiting = false;
-        }
-        drop(q);
-        if wake_publishers {
-            qs.space.notify_waiters();
-        }
-        Taken::Pending
+    fn take_with(&self, max: usize, out: impl FnMut(Delivery), waker: Option<&Waker>) -> Taken {
+        take_from(&self.queue, self.consumer, max, out, waker)
     }
+}
+
+/// Takes up to `max` ready messages of `qs` for `consumer` (within its
+/// prefetch) under one lock; when nothing could be taken, registers
+/// `waker` (if given). `Ended` if the queue is closed or the consumer gone.
+fn take_from(
+    qs: &Arc<QueueShared>,
+    consumer: u64,
+    max: usize,
+    mut out: impl FnMut(Delivery),
+    waker: Option<&Waker>,
+) -> Taken {
+    let mut q = qs.lock();
+    if q.closed {
+        return Taken::Ended;
+    }
+    let Some(ci) = q.consumers.iter().position(|c| c.id == consumer) else {
+        return Taken::Ended;
+    };
+    let credit = q.consumers[ci].prefetch - q.consumers[ci].in_flight.min(q.consumers[ci].prefetch);
+    let n = credit.min(max).min(q.ready.len());
+    if n == 0 {
+        if let Some(waker) = waker {
+            let c = &mut q.consumers[ci];
+            match &c.waker {
+                Some(w) if w.will_wake(waker) => {}
+                _ => c.waker = Some(waker.clone()),
+            }
+        }
+        return Taken::Pending;
+    }
+    q.consumers[ci].in_flight += n;
+    for _ in 0..n {
+        let msg = q.ready.pop_front().expect("counted");
+        let envelope = msg.envelope.clone();
+        let redelivered = msg.redelivered;
+        let tag = q.unacked.insert(consumer, msg);
+        out(Delivery::memory(
+            envelope,
+            redelivered,
+            MemoryAcker {
+                queue: qs.clone(),
+                tag,
+                settled: false,
+            },
+        ));
+    }
+    let wake_publishers = q.publishers_waiting && q.ready.len() < qs.low_water();
+    if wake_publishers {
+        q.publishers_waiting = false;
+    }
+    drop(q);
+    if wake_publishers {
+        qs.space.notify_waiters();
+    }
+    Taken::Pending
 }
 
 impl Stream for MemoryStream {
@@ -971,6 +1151,200 @@ impl Stream for MemoryStream {
                 None => Poll::Pending,
             },
         }
+    }
+}
+
+/// A partitioned group of the memory transport: its partition queues and
+/// which subscription (member) owns which.
+struct PartGroup {
+    queues: Vec<Arc<QueueShared>>,
+    state: Mutex<GroupState>,
+}
+
+struct GroupState {
+    /// Partition index → owning member.
+    owner: Vec<Option<u64>>,
+    /// Live members in join order.
+    members: Vec<Member>,
+}
+
+struct Member {
+    id: u64,
+    prefetch: usize,
+    /// Set while the member's stream waits.
+    waker: Option<Waker>,
+    owned: tokio::sync::watch::Sender<Vec<u16>>,
+}
+
+impl PartGroup {
+    /// A new member (subscription) of the group; rebalances.
+    fn join(self: &Arc<Self>, id: u64, prefetch: u16) -> Subscription {
+        let (owned, rx) = tokio::sync::watch::channel(Vec::new());
+        let wakers = {
+            let mut st = lock(&self.state);
+            st.members.push(Member {
+                id,
+                prefetch: usize::from(prefetch.max(1)),
+                waker: None,
+                owned,
+            });
+            self.rebalance(&mut st)
+        };
+        wakers.into_iter().for_each(Waker::wake);
+        Subscription::new(PartitionedStream {
+            group: self.clone(),
+            member: id,
+            next: 0,
+        })
+        .with_partitions(rx)
+    }
+
+    /// Sticky rebalance: owners keep their partitions up to the fair share
+    /// `ceil(P/N)`; partitions of departed members and above the share are
+    /// given to the members with the fewest. A member losing a partition is
+    /// detached from its queue at once (its unsettled deliveries stay its
+    /// own); the new owner attaches once they are settled (see
+    /// [`PartitionedStream`]). Returns the members' wakers.
+    fn rebalance(&self, st: &mut GroupState) -> Vec<Waker> {
+        let n = st.members.len();
+        let mut count: HashMap<u64, usize> = st.members.iter().map(|m| (m.id, 0)).collect();
+        for o in st.owner.iter_mut() {
+            match o.and_then(|m| count.get_mut(&m)) {
+                Some(c) => *c += 1,
+                None => *o = None,
+            }
+        }
+        if n > 0 {
+            let share = st.owner.len().div_ceil(n);
+            for i in (0..st.owner.len()).rev() {
+                if let Some(m) = st.owner[i] {
+                    let c = count.get_mut(&m).expect("counted");
+                    if *c > share {
+                        *c -= 1;
+                        st.owner[i] = None;
+                        self.queues[i].lock().consumers.retain(|c| c.id != m);
+                    }
+                }
+            }
+            for i in 0..st.owner.len() {
+                if st.owner[i].is_none() {
+                    let m = st
+                        .members
+                        .iter()
+                        .min_by_key(|m| count[&m.id])
+                        .expect("n > 0")
+                        .id;
+                    *count.get_mut(&m).expect("counted") += 1;
+                    st.owner[i] = Some(m);
+                }
+            }
+        }
+        let mut wakers = Vec::new();
+        for m in &mut st.members {
+            let mine: Vec<u16> = (0..st.owner.len())
+                .filter(|&i| st.owner[i] == Some(m.id))
+                .map(|i| i as u16)
+                .collect();
+            m.owned.send_if_modified(|v| {
+                let changed = *v != mine;
+                *v = mine;
+                changed
+            });
+            wakers.extend(m.waker.take());
+        }
+        wakers
+    }
+}
+
+/// One member's deliveries from the partitions it owns.
+struct PartitionedStream {
+    group: Arc<PartGroup>,
+    member: u64,
+    /// Where the next poll starts (round-robin over owned partitions).
+    next: usize,
+}
+
+impl Stream for PartitionedStream {
+    type Item = Result<Delivery, TransportError>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        let me = self.member;
+        let group = self.group.clone();
+        let mut st = lock(&group.state);
+        let Some(mi) = st.members.iter().position(|m| m.id == me) else {
+            return Poll::Ready(None);
+        };
+        let prefetch = st.members[mi].prefetch;
+        match &st.members[mi].waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => st.members[mi].waker = Some(cx.waker().clone()),
+        }
+        let p = st.owner.len();
+        for k in 0..p {
+            let i = (self.next + k) % p;
+            if st.owner[i] != Some(me) {
+                continue;
+            }
+            let qs = &group.queues[i];
+            {
+                let mut q = qs.lock();
+                if q.closed {
+                    return Poll::Ready(None);
+                }
+                if !q.consumers.iter().any(|c| c.id == me) {
+                    if q.unacked.len() > 0 {
+                        // The previous owner still holds deliveries of it.
+                        q.handover = Some(cx.waker().clone());
+                        continue;
+                    }
+                    q.consumers.push(Consumer {
+                        id: me,
+                        prefetch,
+                        in_flight: 0,
+                        waker: None,
+                    });
+                }
+            }
+            let mut one = None;
+            if let Taken::Pending = take_from(qs, me, 1, |d| one = Some(d), Some(cx.waker())) {
+                if let Some(d) = one {
+                    self.next = i + 1;
+                    return Poll::Ready(Some(Ok(d)));
+                }
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for PartitionedStream {
+    fn drop(&mut self) {
+        let me = self.member;
+        let mut wakers = Vec::new();
+        {
+            let mut st = lock(&self.group.state);
+            st.members.retain(|m| m.id != me);
+            // Release this member's deliveries of every partition (also
+            // those it lost but had not settled), in their original order.
+            for qs in &self.group.queues {
+                let mut q = qs.lock();
+                q.consumers.retain(|c| c.id != me);
+                let mut mine: Vec<Message> = q
+                    .unacked
+                    .tags_of(me)
+                    .into_iter()
+                    .filter_map(|t| q.unacked.remove(t).map(|(_, m)| m))
+                    .collect();
+                mine.sort_unstable_by_key(|m| m.seq);
+                for m in mine {
+                    q.requeue(m);
+                }
+                let w = q.wakers();
+                wakers.extend(w.first);
+                wakers.extend(w.rest);
+            }
+            wakers.extend(self.group.rebalance(&mut st));
+        }
+        wakers.into_iter().for_each(Waker::wake);
     }
 }
 

@@ -24,7 +24,27 @@
 //!   were published (per publisher), except that redelivered messages may
 //!   come later. Per-key order across a group is the workers' job.
 //! - **Flow control.** [`SubscriptionSpec::prefetch`] bounds the unacked
-//!   deliveries per subscription (AMQP `basic.qos`, JetStream `max_ack_pending`).
+//!   deliveries per subscription (AMQP `basic.qos`, JetStream `max_ack_pending`);
+//!   for a partitioned group, per owned partition.
+//! - **Dead-letter destinations exist with the group.** [`Subscriber::subscribe`]
+//!   and [`Subscriber::declare`] create the group's dead-letter destination
+//!   too, so a dead letter is kept whether or not anything consumes dead
+//!   letters yet; a dead letter the transport cannot store fails
+//!   [`Acker::dead_letter`] and the original stays in the queue.
+//! - **Unrouted events are kept.** An event no group is bound to is not
+//!   dropped: it goes to a bounded `unrouted` destination (oldest dropped
+//!   first when full), for inspection. A group that subscribes later does not
+//!   receive it.
+//! - **Partitioned groups.** A group subscribed with
+//!   [`SubscriptionSpec::partitions`] `P > 1` is split into `P` partition
+//!   queues by a stable hash of the event key (the message id for unkeyed
+//!   events). The group's subscriptions (instances) share the partitions:
+//!   each partition is consumed by exactly one live subscription at a time,
+//!   the partitions are rebalanced as subscriptions come and go, and a
+//!   partition changes hands only once its previous owner's deliveries are
+//!   settled (or released, when that owner went away: then they are
+//!   redelivered first, in order). One key's events are therefore handled in
+//!   order across instances.
 
 #[cfg(feature = "amqp")]
 pub mod amqp;
@@ -69,9 +89,16 @@ pub struct SubscriptionSpec {
     pub group: String,
     /// Event names to receive.
     pub events: Vec<String>,
-    /// Maximum unacked deliveries handed to this subscription.
+    /// Maximum unacked deliveries handed to this subscription (per owned
+    /// partition for a partitioned group).
     pub prefetch: u16,
+    /// Partitions of the group (0 or 1: not partitioned; at most
+    /// [`MAX_PARTITIONS`]). See the [module docs](self).
+    pub partitions: u16,
 }
+
+/// Most partitions of one group.
+pub const MAX_PARTITIONS: u16 = 1024;
 
 impl SubscriptionSpec {
     /// A subscription of `group` to `events` with prefetch 256.
@@ -84,7 +111,30 @@ impl SubscriptionSpec {
             group: group.into(),
             events: events.into_iter().map(Into::into).collect(),
             prefetch: 256,
+            partitions: 0,
         }
+    }
+    /// Splits the group into `partitions` partitions (0 or 1: not partitioned).
+    pub fn partitions(mut self, partitions: u16) -> Self {
+        self.partitions = partitions;
+        self
+    }
+    /// Whether the group is split into partitions (`partitions > 1`).
+    pub fn is_partitioned(&self) -> bool {
+        self.partitions > 1
+    }
+    /// Checks the settings a transport relies on.
+    pub fn validate(&self) -> Result<(), TransportError> {
+        if self.group.is_empty() {
+            return Err(TransportError::Rejected("empty group name".to_owned()));
+        }
+        if self.partitions > MAX_PARTITIONS {
+            return Err(TransportError::Rejected(format!(
+                "group {}: {} partitions, at most {MAX_PARTITIONS}",
+                self.group, self.partitions
+            )));
+        }
+        Ok(())
     }
     /// Sets the prefetch.
     pub fn prefetch(mut self, prefetch: u16) -> Self {
@@ -123,8 +173,21 @@ pub trait Publisher: Send + Sync + 'static {
 /// Opens subscriptions for handler groups.
 #[async_trait]
 pub trait Subscriber: Send + Sync + 'static {
-    /// Declares the group's queue (idempotent), binds it to `spec.events`
-    /// and starts consuming from it.
+    /// Declares the group's queue(s) and dead-letter destination
+    /// (idempotent), binds them to `spec.events`, without consuming: a
+    /// service provisions its topology this way before anything publishes,
+    /// so that no event published in between goes unrouted.
+    ///
+    /// The default does nothing: for transports without topology of their
+    /// own (a queue that is not routed by event name). The memory and AMQP
+    /// transports declare.
+    async fn declare(&self, spec: &SubscriptionSpec) -> Result<(), TransportError> {
+        let _ = spec;
+        Ok(())
+    }
+
+    /// Declares the group as [`Subscriber::declare`] does and starts
+    /// consuming from it.
     async fn subscribe(&self, spec: SubscriptionSpec) -> Result<Subscription, TransportError>;
 
     /// Consumes the group's dead-letter destination (for inspection and replay).
@@ -330,6 +393,8 @@ impl Delivery {
 /// deliveries back to the queue (at-least-once).
 pub struct Subscription {
     inner: SubscriptionKind,
+    /// For a subscription of a partitioned group: the partitions it owns.
+    partitions: Option<tokio::sync::watch::Receiver<Vec<u16>>>,
 }
 
 enum SubscriptionKind {
@@ -364,13 +429,34 @@ impl Subscription {
     {
         Self {
             inner: SubscriptionKind::Stream(Box::pin(stream)),
+            partitions: None,
         }
     }
 
     fn memory(stream: memory::MemoryStream) -> Self {
         Self {
             inner: SubscriptionKind::Memory(stream),
+            partitions: None,
         }
+    }
+
+    /// Marks this as a subscription of a partitioned group whose owned
+    /// partitions (sorted) the transport publishes through `owned`.
+    pub fn with_partitions(mut self, owned: tokio::sync::watch::Receiver<Vec<u16>>) -> Self {
+        self.partitions = Some(owned);
+        self
+    }
+
+    /// The partitions this subscription owns now (sorted); `None` if its
+    /// group is not partitioned.
+    pub fn owned_partitions(&self) -> Option<Vec<u16>> {
+        self.partitions.as_ref().map(|w| w.borrow().clone())
+    }
+
+    /// A watch on [`Subscription::owned_partitions`], to wait for a
+    /// rebalance; `None` if the group is not partitioned.
+    pub fn partition_watch(&self) -> Option<tokio::sync::watch::Receiver<Vec<u16>>> {
+        self.partitions.clone()
     }
 
     /// The next delivery; `None` once the subscription ended.
@@ -415,3 +501,21 @@ impl Stream for Subscription {
 pub fn dead_letter_name(group: &str) -> String {
     format!("{group}.dead-letter")
 }
+
+/// The queue name of partition `index` of `group`: `<group>.p<index>`.
+pub fn partition_name(group: &str, index: u16) -> String {
+    format!("{group}.p{index}")
+}
+
+/// The string a partitioned group hashes to choose an envelope's partition:
+/// its key, or for an unkeyed envelope its id (unkeyed events have no
+/// order to keep, so they are spread evenly).
+pub fn partition_key(envelope: &Envelope) -> std::borrow::Cow<'_, str> {
+    match &envelope.key {
+        Some(k) => std::borrow::Cow::Borrowed(k),
+        None => std::borrow::Cow::Owned(envelope.id.to_string()),
+    }
+}
+
+/// Default bound of the `unrouted` destination (oldest dropped first).
+pub const DEFAULT_MAX_UNROUTED: usize = 10_000;

@@ -74,6 +74,9 @@ fn expand(input: &HandlerInput<'_>, plan: &HandlerPlan<'_>, p: &TokenStream) -> 
     if let Some(n) = plan.prefetch {
         settings.push(quote!(__config.prefetch = #n;));
     }
+    if let Some(n) = plan.partitions {
+        settings.push(quote!(__config.partitions = #n;));
+    }
 
     // Spanned at each event type in the attribute: "`E` is not an Event"
     // and "the trait bound `H: Handle<E>` is not satisfied" point there.

@@ -15,6 +15,9 @@ use crate::{Envelope, Headers};
 const VERSION: &str = "x-eb-version";
 const KEY: &str = "x-eb-key";
 const OCCURRED_AT: &str = "x-eb-occurred-at";
+/// What a partitioned group's `x-consistent-hash` exchange hashes: the
+/// envelope key, or the message id of an unkeyed envelope. Always set.
+pub(super) const PARTITION_KEY: &str = "x-eb-partition-key";
 
 /// The AMQP properties carrying `envelope`'s metadata.
 pub fn properties_for(
@@ -29,6 +32,12 @@ pub fn properties_for(
             AMQPValue::LongString(LongString::from(key.as_bytes())),
         );
     }
+    headers.insert(
+        PARTITION_KEY.into(),
+        AMQPValue::LongString(LongString::from(
+            crate::transport::partition_key(envelope).as_bytes(),
+        )),
+    );
     headers.insert(
         OCCURRED_AT.into(),
         AMQPValue::LongString(LongString::from(
@@ -101,6 +110,7 @@ pub fn envelope_from_amqp(routing_key: &str, props: &BasicProperties, body: &[u8
             match k.as_str() {
                 VERSION => version = value_to_string(v).and_then(|s| s.parse().ok()).unwrap_or(1),
                 KEY => key = value_to_string(v),
+                PARTITION_KEY => {}
                 OCCURRED_AT => {
                     occurred_at = value_to_string(v)
                         .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())

@@ -10,7 +10,47 @@
 //!   the queue (competing consumers); each group gets its own copy.
 //! - Dead letters go to the direct exchange [`AmqpConfig::dead_letter_exchange`]
 //!   (default `eventbus.dead-letter`), routing key = group, into the durable
-//!   queue `<group>.dead-letter`.
+//!   queue `<group>.dead-letter`, declared and bound together with the
+//!   group's queue (by `subscribe` and `declare`). Dead letters are
+//!   published `mandatory` and confirmed: a returned (unroutable) or nacked
+//!   dead letter fails [`Acker::dead_letter`], and the original is requeued
+//!   instead of acked.
+//! - The bus exchange has the alternate exchange [`AmqpConfig::unrouted_exchange`]
+//!   (fanout, durable, default `eventbus.unrouted`), bound to the durable
+//!   queue of the same name, bounded by [`AmqpConfig::max_unrouted`]
+//!   (default 10,000, `x-overflow: drop-head`): an event no group is bound
+//!   to lands there instead of vanishing. An `eventbus` exchange declared
+//!   earlier without the `alternate-exchange` argument cannot be changed by
+//!   a declare (the broker answers 406): the transport then uses it as it
+//!   is and logs a warning; apply the alternate exchange with a policy
+//!   (`rabbitmqctl set_policy eventbus-ae '^eventbus$'
+//!   '{"alternate-exchange":"eventbus.unrouted"}' --apply-to exchanges`)
+//!   or delete and re-declare the exchange.
+//! - A **partitioned group** `G` with `P` partitions
+//!   ([`SubscriptionSpec::partitions`]) is an `x-consistent-hash` exchange
+//!   `G.partitions` (durable, `hash-header = x-eb-partition-key`) bound to
+//!   the bus exchange once per event name (exchange-to-exchange), and `P`
+//!   durable queues `G.p0`…`G.p{P-1}` bound to it with weight 1, each
+//!   consumed by one exclusive consumer at a time (exclusive rather than
+//!   `x-single-active-consumer`: RabbitMQ refuses exclusive consumers on
+//!   single-active-consumer queues, and an exclusive `basic.consume` makes
+//!   a claim atomic — the loser of a race gets 403). Every message carries `x-eb-partition-key`: the
+//!   envelope key, or the message id for unkeyed events (spread evenly). The
+//!   instances of the group share the partitions: each consumes from the
+//!   membership queue `G.members` (nothing is ever published to it), whose
+//!   consumer count is the number of live instances `N`; a balancer per
+//!   subscription (every [`AmqpConfig::rebalance_interval`], first round at
+//!   once) claims free partitions (no consumer) up to `ceil(P/N)` with an
+//!   exclusive consumer, one channel per partition, and releases partitions
+//!   above its share: it stops taking that partition's deliveries, waits
+//!   until those already handed out are settled, then closes the channel
+//!   (the broker requeues what it had prefetched, in place) — only then can
+//!   another instance claim it, so a key's events are never handled by two
+//!   instances at once. A dead instance's connection closes, the broker
+//!   requeues its unacked messages at the front of their partitions, and
+//!   the next balancer round elsewhere claims them. RabbitMQ needs the
+//!   `rabbitmq_consistent_hash_exchange` plugin; without it `subscribe`
+//!   fails with an error saying so.
 //!
 //! # Message mapping
 //! The envelope id is the AMQP `message-id`, the event name the `type`
@@ -22,6 +62,7 @@
 //! body), and a payload the handler cannot decode is dead-lettered.
 
 mod codec;
+mod partitions;
 
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::Arc;
@@ -33,14 +74,15 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    ConfirmSelectOptions, ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
 
 use super::{
-    dead_letter_name, Acker, Delivery, Publisher, Subscriber, Subscription, SubscriptionSpec,
-    TransportError, TransportFuture,
+    dead_letter_name, partition_name, Acker, Delivery, Publisher, Subscriber, Subscription,
+    SubscriptionSpec, TransportError, TransportFuture,
 };
 use crate::Envelope;
 
@@ -60,6 +102,15 @@ pub struct AmqpConfig {
     /// `x-expires` on group queues: delete a queue unused for this long.
     /// Default none (queues live until deleted). Useful for tests.
     pub queue_expires: Option<Duration>,
+    /// Alternate exchange of [`AmqpConfig::exchange`] (fanout) and the
+    /// queue bound to it that keeps unrouted events. Default `eventbus.unrouted`.
+    pub unrouted_exchange: String,
+    /// `x-max-length` of the unrouted queue (the oldest are dropped first);
+    /// `None`: unbounded. Default 10,000.
+    pub max_unrouted: Option<usize>,
+    /// How often a partitioned subscription rebalances its partitions
+    /// (claims free ones up to its share, releases those above it). Default 1 s.
+    pub rebalance_interval: Duration,
 }
 
 impl AmqpConfig {
@@ -71,6 +122,9 @@ impl AmqpConfig {
             dead_letter_exchange: "eventbus.dead-letter".to_owned(),
             persistent: true,
             queue_expires: None,
+            unrouted_exchange: "eventbus.unrouted".to_owned(),
+            max_unrouted: Some(super::DEFAULT_MAX_UNROUTED),
+            rebalance_interval: Duration::from_secs(1),
         }
     }
 }
@@ -97,6 +151,31 @@ struct Inner {
     /// `config.exchange` and `config.dead_letter_exchange`, validated once.
     exchange: ShortString,
     dead_letter_exchange: ShortString,
+    /// Per group: deliveries handed out and not settled yet, and the
+    /// group's partition count (0 = one queue). For [`Subscriber::pending`].
+    groups: std::sync::Mutex<std::collections::HashMap<String, GroupCounts>>,
+}
+
+#[derive(Default, Clone)]
+struct GroupCounts {
+    unsettled: Arc<std::sync::atomic::AtomicU64>,
+    partitions: u16,
+}
+
+/// Counts a delivery as unsettled until its acker is dropped (settled or not).
+struct Unsettled(Arc<std::sync::atomic::AtomicU64>);
+
+impl Unsettled {
+    fn new(count: &Arc<std::sync::atomic::AtomicU64>) -> Self {
+        count.fetch_add(1, AtomicOrdering::SeqCst);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Unsettled {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, AtomicOrdering::SeqCst);
+    }
 }
 
 /// A live connection and its publishing channel.
@@ -128,7 +207,8 @@ fn short(s: &str) -> Result<ShortString, TransportError> {
         .map_err(|_| TransportError::Rejected(format!("name longer than 255 bytes: {s:.40}…")))
 }
 
-/// Opens a connection, a confirmed publishing channel, and declares the exchanges.
+/// Opens a connection, a confirmed publishing channel, and declares the
+/// exchanges and the unrouted queue.
 async fn open_link(config: &AmqpConfig) -> Result<Link, TransportError> {
     let connection = Connection::connect(
         &config.uri,
@@ -136,22 +216,14 @@ async fn open_link(config: &AmqpConfig) -> Result<Link, TransportError> {
     )
     .await
     .map_err(unavailable)?;
-    let publisher = connection.create_channel().await.map_err(unavailable)?;
-    publisher
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .map_err(unavailable)?;
     let durable = ExchangeDeclareOptions {
         durable: true,
         ..Default::default()
     };
+    declare_bus_exchange(&connection, config).await?;
+    let publisher = connection.create_channel().await.map_err(unavailable)?;
     publisher
-        .exchange_declare(
-            short(&config.exchange)?,
-            ExchangeKind::Topic,
-            durable,
-            FieldTable::default(),
-        )
+        .confirm_select(ConfirmSelectOptions::default())
         .await
         .map_err(unavailable)?;
     publisher
@@ -167,6 +239,103 @@ async fn open_link(config: &AmqpConfig) -> Result<Link, TransportError> {
         connection,
         publisher,
     })
+}
+
+/// Declares the unrouted exchange and queue, then the bus exchange with
+/// them as its alternate exchange — or, if the bus exchange already exists
+/// without one (406 on the declare), checks that it exists and warns.
+async fn declare_bus_exchange(
+    connection: &Connection,
+    config: &AmqpConfig,
+) -> Result<(), TransportError> {
+    let channel = connection.create_channel().await.map_err(unavailable)?;
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    let unrouted = short(&config.unrouted_exchange)?;
+    channel
+        .exchange_declare(
+            unrouted.clone(),
+            ExchangeKind::Fanout,
+            durable,
+            FieldTable::default(),
+        )
+        .await
+        .map_err(unavailable)?;
+    let mut args = FieldTable::default();
+    if let Some(max) = config.max_unrouted {
+        args.insert(
+            "x-max-length".into(),
+            AMQPValue::LongLongInt(i64::try_from(max).unwrap_or(i64::MAX)),
+        );
+        args.insert(
+            "x-overflow".into(),
+            AMQPValue::LongString("drop-head".into()),
+        );
+    }
+    channel
+        .queue_declare(
+            unrouted.clone(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            args,
+        )
+        .await
+        .map_err(unavailable)?;
+    channel
+        .queue_bind(
+            unrouted.clone(),
+            unrouted.clone(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(unavailable)?;
+    let mut args = FieldTable::default();
+    args.insert(
+        "alternate-exchange".into(),
+        AMQPValue::LongString(config.unrouted_exchange.as_str().into()),
+    );
+    let declared = channel
+        .exchange_declare(short(&config.exchange)?, ExchangeKind::Topic, durable, args)
+        .await;
+    match declared {
+        Ok(()) => {
+            let _ = channel.close(200, "declared".into()).await;
+            Ok(())
+        }
+        Err(e)
+            if e.to_string().contains("PRECONDITION_FAILED") || e.to_string().contains("406") =>
+        {
+            tracing::warn!(
+                exchange = %config.exchange,
+                error = %e,
+                "the bus exchange exists without alternate-exchange {}: events no group is bound to are dropped; \
+                 apply it with a policy (see eventbus_core::transport::amqp)",
+                config.unrouted_exchange
+            );
+            let channel = connection.create_channel().await.map_err(unavailable)?;
+            channel
+                .exchange_declare(
+                    short(&config.exchange)?,
+                    ExchangeKind::Topic,
+                    ExchangeDeclareOptions {
+                        passive: true,
+                        ..durable
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(unavailable)?;
+            let _ = channel.close(200, "declared".into()).await;
+            Ok(())
+        }
+        Err(e) => Err(unavailable(e)),
+    }
 }
 
 /// Where a subscription consumes from and how its queue is bound.
@@ -200,6 +369,7 @@ impl AmqpTransport {
                 exchange,
                 dead_letter_exchange,
                 closed: AtomicBool::new(false),
+                groups: Default::default(),
             }),
         })
     }
@@ -282,6 +452,7 @@ impl AmqpTransport {
         exchange: &ShortString,
         routing_key: &str,
         envelope: &Envelope,
+        mandatory: bool,
     ) -> Result<lapin::PublisherConfirm, TransportError> {
         let props = properties_for(envelope, self.inner.config.persistent)?;
         let link = self.link().await?;
@@ -289,7 +460,10 @@ impl AmqpTransport {
             .basic_publish(
                 exchange.clone(),
                 short(routing_key)?,
-                BasicPublishOptions::default(),
+                BasicPublishOptions {
+                    mandatory,
+                    ..Default::default()
+                },
                 &envelope.payload,
                 props,
             )
@@ -356,8 +530,14 @@ impl AmqpTransport {
         Ok(Subscription::new(ReceiverStream(rx)))
     }
 
-    fn delivery(&self, d: lapin::message::Delivery, group: &Arc<str>) -> Delivery {
+    fn delivery(
+        &self,
+        d: lapin::message::Delivery,
+        group: &Arc<str>,
+        in_flight: Option<InFlightGuard>,
+    ) -> Delivery {
         let envelope = envelope_from_amqp(d.routing_key.as_str(), &d.properties, &d.data);
+        let unsettled = Unsettled::new(&self.counts(group).unsettled);
         Delivery::new(
             Arc::new(envelope),
             d.redelivered,
@@ -365,8 +545,216 @@ impl AmqpTransport {
                 acker: d.acker,
                 transport: self.clone(),
                 group: group.clone(),
+                _in_flight: in_flight,
+                _unsettled: unsettled,
             }),
         )
+    }
+
+    /// The counters of `group` (made on first use).
+    fn counts(&self, group: &str) -> GroupCounts {
+        self.inner
+            .groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(group.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Declares a durable queue with the configured arguments plus `extra`.
+    async fn declare_queue(
+        &self,
+        channel: &Channel,
+        name: &str,
+        extra: &[(&str, AMQPValue)],
+    ) -> Result<lapin::Queue, TransportError> {
+        let mut args = self.queue_args();
+        for (k, v) in extra {
+            args.insert((*k).into(), v.clone());
+        }
+        channel
+            .queue_declare(
+                short(name)?,
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                args,
+            )
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Declares `spec`'s topology on `channel` (see the module docs).
+    async fn declare_on(
+        &self,
+        link: &Link,
+        channel: &Channel,
+        spec: &SubscriptionSpec,
+    ) -> Result<(), TransportError> {
+        let bind = |queue: String, exchange: String, key: String| async move {
+            channel
+                .queue_bind(
+                    short(&queue)?,
+                    short(&exchange)?,
+                    short(&key)?,
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(unavailable)
+        };
+        let dlq = dead_letter_name(&spec.group);
+        self.declare_queue(channel, &dlq, &[]).await?;
+        bind(
+            dlq,
+            self.inner.config.dead_letter_exchange.clone(),
+            spec.group.clone(),
+        )
+        .await?;
+        let exchange = &self.inner.config.exchange;
+        if !spec.is_partitioned() {
+            self.declare_queue(channel, &spec.group, &[]).await?;
+            for event in &spec.events {
+                bind(spec.group.clone(), exchange.clone(), event.clone()).await?;
+            }
+            return Ok(());
+        }
+        let hash = partition_exchange(&spec.group);
+        self.declare_hash_exchange(link, &hash).await?;
+        for event in &spec.events {
+            channel
+                .exchange_bind(
+                    short(&hash)?,
+                    short(exchange)?,
+                    short(event)?,
+                    ExchangeBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(unavailable)?;
+        }
+        for i in 0..spec.partitions {
+            let queue = partition_name(&spec.group, i);
+            // Not `x-single-active-consumer`: RabbitMQ refuses exclusive
+            // consumers on such queues ("in exclusive use"), and the
+            // exclusive consumer is what makes a claim atomic.
+            self.declare_queue(channel, &queue, &[]).await?;
+            bind(queue, hash.clone(), "1".to_owned()).await?;
+        }
+        self.declare_queue(channel, &members_name(&spec.group), &[])
+            .await?;
+        Ok(())
+    }
+
+    /// Declares the `x-consistent-hash` exchange `name` unless it exists.
+    /// The active declare runs on a connection of its own: a broker without
+    /// the exchange type answers with a connection error, which must not
+    /// take the transport's connection down.
+    async fn declare_hash_exchange(&self, link: &Link, name: &str) -> Result<(), TransportError> {
+        let probe = link
+            .connection
+            .create_channel()
+            .await
+            .map_err(unavailable)?;
+        let kind = ExchangeKind::Custom("x-consistent-hash".to_owned());
+        let exists = probe
+            .exchange_declare(
+                short(name)?,
+                kind.clone(),
+                ExchangeDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .is_ok();
+        if exists {
+            let _ = probe.close(200, "declared".into()).await;
+            return Ok(());
+        }
+        let connection = Connection::connect(
+            &self.inner.config.uri,
+            ConnectionProperties::default().with_connection_name("eventbus-declare".into()),
+        )
+        .await
+        .map_err(unavailable)?;
+        let mut args = FieldTable::default();
+        args.insert(
+            "hash-header".into(),
+            AMQPValue::LongString(codec::PARTITION_KEY.into()),
+        );
+        let exchange = short(name)?;
+        let declared = async {
+            let channel = connection.create_channel().await?;
+            channel
+                .exchange_declare(
+                    exchange,
+                    kind,
+                    ExchangeDeclareOptions {
+                        durable: true,
+                        ..Default::default()
+                    },
+                    args,
+                )
+                .await
+        }
+        .await;
+        let _ = connection.close(200, "declared".into()).await;
+        declared.map_err(|e| {
+            let text = e.to_string();
+            if text.contains("COMMAND_INVALID")
+                || text.contains("503")
+                || text.contains("exchange type")
+            {
+                TransportError::Other(
+                    format!(
+                        "x-consistent-hash exchange type not available: enable \
+                         rabbitmq_consistent_hash_exchange (declaring {name}: {text})"
+                    )
+                    .into(),
+                )
+            } else {
+                unavailable(e)
+            }
+        })
+    }
+}
+
+/// The `x-consistent-hash` exchange of partitioned group `group`.
+fn partition_exchange(group: &str) -> String {
+    format!("{group}.partitions")
+}
+
+/// The membership queue of partitioned group `group`.
+fn members_name(group: &str) -> String {
+    format!("{group}.members")
+}
+
+/// Counts the deliveries of one partition handed out and not yet settled.
+#[derive(Default)]
+struct InFlight {
+    count: std::sync::atomic::AtomicUsize,
+    settled: tokio::sync::Notify,
+}
+
+/// One delivery of a partition, counted in its [`InFlight`] until dropped.
+struct InFlightGuard(Arc<InFlight>);
+
+impl InFlightGuard {
+    fn new(f: &Arc<InFlight>) -> Self {
+        f.count.fetch_add(1, AtomicOrdering::SeqCst);
+        Self(f.clone())
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, AtomicOrdering::SeqCst) == 1 {
+            self.0.settled.notify_one();
+        }
     }
 }
 
@@ -424,7 +812,7 @@ async fn pump(
                 }
                 item = consumer.next() => match item {
                     Some(Ok(d)) => {
-                        let delivery = transport.delivery(d, &spec.group);
+                        let delivery = transport.delivery(d, &spec.group, None);
                         if tx.send(Ok(delivery)).await.is_err() {
                             let _ = channel.close(200, "subscription dropped".into()).await;
                             return;
@@ -462,7 +850,12 @@ impl futures_util::Stream for ReceiverStream {
 
 fn check(confirmation: Confirmation) -> Result<(), TransportError> {
     match confirmation {
-        Confirmation::Ack(_) => Ok(()),
+        Confirmation::Ack(None) => Ok(()),
+        // A mandatory publish the broker could not route: returned, then confirmed.
+        Confirmation::Ack(Some(returned)) => Err(TransportError::Rejected(format!(
+            "unroutable: the broker returned the message ({} {})",
+            returned.reply_code, returned.reply_text
+        ))),
         Confirmation::Nack(_) => Err(TransportError::Rejected(
             "broker nacked the message".to_owned(),
         )),
@@ -476,7 +869,7 @@ fn check(confirmation: Confirmation) -> Result<(), TransportError> {
 impl Publisher for AmqpTransport {
     async fn publish(&self, envelope: &Envelope) -> Result<(), TransportError> {
         let confirm = self
-            .send(&self.inner.exchange, &envelope.name, envelope)
+            .send(&self.inner.exchange, &envelope.name, envelope, false)
             .await?;
         check(confirm.await.map_err(unavailable)?)
     }
@@ -485,7 +878,7 @@ impl Publisher for AmqpTransport {
         // Pipelined: send everything, then collect the confirms.
         let mut pending = Vec::with_capacity(envelopes.len());
         for e in envelopes {
-            pending.push(self.send(&self.inner.exchange, &e.name, e).await?);
+            pending.push(self.send(&self.inner.exchange, &e.name, e, false).await?);
         }
         for confirm in pending {
             check(confirm.await.map_err(unavailable)?)?;
@@ -496,7 +889,76 @@ impl Publisher for AmqpTransport {
 
 #[async_trait]
 impl Subscriber for AmqpTransport {
+    async fn declare(&self, spec: &SubscriptionSpec) -> Result<(), TransportError> {
+        spec.validate()?;
+        self.inner
+            .groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(spec.group.clone())
+            .or_default()
+            .partitions = if spec.is_partitioned() {
+            spec.partitions
+        } else {
+            0
+        };
+        let link = self.link().await?;
+        let channel = link
+            .connection
+            .create_channel()
+            .await
+            .map_err(unavailable)?;
+        let declared = self.declare_on(&link, &channel, spec).await;
+        if channel.status().connected() {
+            let _ = channel.close(200, "declared".into()).await;
+        }
+        declared
+    }
+
+    /// Ready messages in the group's queue(s) (passive `queue.declare`)
+    /// plus the deliveries this transport handed out and were not settled.
+    /// A message in flight from the broker to this client is counted by
+    /// neither for a moment; `RunningBus::wait_idle` therefore wants zero
+    /// twice in a row.
+    async fn pending(&self, group: &str) -> Result<Option<u64>, TransportError> {
+        let counts = self.counts(group);
+        let queues: Vec<String> = if counts.partitions > 0 {
+            (0..counts.partitions)
+                .map(|i| partition_name(group, i))
+                .collect()
+        } else {
+            vec![group.to_owned()]
+        };
+        let link = self.link().await?;
+        let channel = link
+            .connection
+            .create_channel()
+            .await
+            .map_err(unavailable)?;
+        let mut ready = 0u64;
+        for q in queues {
+            let declared = channel
+                .queue_declare(
+                    short(&q)?,
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(unavailable)?;
+            ready += u64::from(declared.message_count());
+        }
+        let _ = channel.close(200, "counted".into()).await;
+        Ok(Some(ready + counts.unsettled.load(AtomicOrdering::SeqCst)))
+    }
+
     async fn subscribe(&self, spec: SubscriptionSpec) -> Result<Subscription, TransportError> {
+        self.declare(&spec).await?;
+        if spec.is_partitioned() {
+            return Ok(partitions::subscribe(self.clone(), spec));
+        }
         let exchange = &self.inner.config.exchange;
         self.consume(ConsumeSpec {
             queue: spec.group.clone(),
@@ -533,6 +995,10 @@ struct AmqpAcker {
     acker: lapin::Acker,
     transport: AmqpTransport,
     group: Arc<str>,
+    /// For a partition's delivery: counted until settled (or dropped).
+    _in_flight: Option<InFlightGuard>,
+    /// Counted for [`Subscriber::pending`] until settled (or dropped).
+    _unsettled: Unsettled,
 }
 
 fn settled(r: Result<bool, lapin::Error>) -> Result<(), TransportError> {
@@ -572,6 +1038,7 @@ impl Acker for AmqpAcker {
                         &self.transport.inner.dead_letter_exchange,
                         &self.group,
                         &envelope,
+                        true,
                     )
                     .await?;
                 check(confirm.await.map_err(unavailable)?)

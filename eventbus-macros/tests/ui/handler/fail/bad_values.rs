@@ -19,6 +19,7 @@ struct OrderPlaced;
     backoff_ms = 500,
     max_backoff_ms = 100,
     prefetch = 70000,
+    partitions = 1025,
 )]
 struct Mailer;
 

@@ -22,6 +22,7 @@ struct OrderPlaced;
     jitter = true,
     timeout_ms = 30000,
     prefetch = 256,
+    partitions = 8,
     crate = "::eventbus_core",
 )]
 struct Mailer;
@@ -52,6 +53,7 @@ fn main() {
     assert_eq!(Mailer.events(), vec!["user.registered", "order.placed"]);
     let mut expected = eventbus_core::HandlerConfig::new("email-service");
     expected.concurrency = 4;
+    expected.partitions = 8;
     assert_eq!(Mailer.config(), expected);
     assert_eq!(Minimal.config().timeout, None);
 }
