@@ -50,12 +50,6 @@ impl Parking {
         self.entries.is_empty()
     }
 
-    /// Messages held: parked heads plus the deliveries queued behind them.
-    #[cfg(test)]
-    pub(super) fn len(&self) -> usize {
-        self.entries.values().map(|e| 1 + e.backlog.len()).sum()
-    }
-
     /// Parks `retry` until `due`. With `key`, later deliveries of the key
     /// wait behind it (`backlog` holds those already waiting).
     pub(super) fn park(
