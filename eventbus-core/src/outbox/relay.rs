@@ -107,6 +107,78 @@ pub struct RelayStats {
 /// Run it as a task inside a service ([`Relay::spawn`]) or in the
 /// standalone `eventbus-relay` binary. Any number of relays may run against
 /// one table; see the [module docs](super) for the guarantees.
+///
+/// Start it once the consumers' queues exist (after the bus has started):
+/// an event published before any group is bound to it is confirmed and
+/// deleted from the outbox without reaching a handler.
+///
+/// # Example: a SQLite outbox and a relay in the same service
+///
+/// ```
+/// # #[cfg(feature = "sqlite")]
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+///
+/// use eventbus_core::outbox::{Outbox, RelayConfig};
+/// use eventbus_core::{Event, MemoryTransport, Subscriber, SubscriptionSpec};
+/// use serde::{Deserialize, Serialize};
+/// use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+///
+/// #[derive(Debug, Event, Serialize, Deserialize)]
+/// #[event(name = "order.placed", key = "customer")]
+/// struct OrderPlaced {
+///     customer: String,
+///     total_cents: u64,
+/// }
+///
+/// # let dir = tempfile::tempdir()?;
+/// # let path = dir.path().join("app.db");
+/// let pool = SqlitePoolOptions::new()
+///     .connect_with(
+///         SqliteConnectOptions::new()
+///             .filename(path)
+///             .create_if_missing(true)
+///             // Business writes and the relay side by side.
+///             .journal_mode(SqliteJournalMode::Wal)
+///             .busy_timeout(Duration::from_secs(30)),
+///     )
+///     .await?;
+/// let outbox = Outbox::sqlite(pool.clone());
+/// outbox.migrate().await?; // creates/upgrades `eventbus_outbox`
+///
+/// // The consumer's queue exists before the relay publishes.
+/// let transport = MemoryTransport::new();
+/// let mut billing = transport
+///     .subscribe(SubscriptionSpec::new("billing", ["order.placed"]))
+///     .await?;
+///
+/// let mut tx = pool.begin().await?;
+/// // ... the business write, on `tx` ...
+/// let id = outbox
+///     .add(&mut tx, &OrderPlaced { customer: "c-1".into(), total_cents: 4200 })
+///     .await?;
+/// tx.commit().await?;
+///
+/// let relay = outbox
+///     .relay(transport.clone())
+///     .with_config(RelayConfig {
+///         poll_interval: Duration::from_millis(100), // SQLite polls
+///         ..RelayConfig::default()
+///     })
+///     .spawn();
+/// let delivery = tokio::time::timeout(Duration::from_secs(10), billing.next())
+///     .await?
+///     .expect("subscription open")?;
+/// assert_eq!(delivery.envelope.id, id);
+/// delivery.ack().await?;
+/// relay.shutdown().await;
+/// assert_eq!(outbox.backlog().await?, 0, "published rows are deleted");
+/// # Ok(())
+/// # }
+/// # #[cfg(not(feature = "sqlite"))]
+/// # fn main() {}
+/// ```
 pub struct Relay {
     store: Arc<dyn OutboxStore>,
     publisher: Arc<dyn Publisher>,
