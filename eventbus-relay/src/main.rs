@@ -13,12 +13,13 @@
 //! `EVENTBUS_TRANSPORT_URL`, ...). Stops cleanly on SIGINT/SIGTERM after the
 //! batch in flight.
 
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use eventbus_core::outbox::{Outbox, OutboxConfig, OutboxStore, Relay, RelayConfig};
-use eventbus_core::{MemoryTransport, Publisher};
+use eventbus_core::Publisher;
 use tokio_util::sync::CancellationToken;
 
 /// Command line / environment configuration.
@@ -33,7 +34,8 @@ struct Cli {
     #[arg(long, env = "EVENTBUS_DATABASE_URL")]
     database_url: String,
     /// Where to publish: `amqp://user:pass@host:port/vhost` (feature `amqp`,
-    /// on by default) or `memory:` (discards; for trying the relay out).
+    /// on by default). Transports that keep nothing (`memory:`) are refused:
+    /// the relay deletes what it published.
     #[arg(long, env = "EVENTBUS_TRANSPORT_URL")]
     transport_url: String,
     /// Outbox table name (`name` or `schema.name`).
@@ -56,12 +58,12 @@ struct Cli {
     no_migrate: bool,
 }
 
-/// The transports the binary can publish to. Extend here as transports land
-/// in eventbus-core (AMQP behind its `amqp` feature).
+/// The transports the binary can publish to: only ones that keep what
+/// they confirm, since a confirmed row is deleted from the outbox. Extend
+/// here as such transports land in eventbus-core (AMQP behind its `amqp`
+/// feature).
 #[derive(Debug)]
 enum TransportKind {
-    /// In-process memory transport: nothing subscribes, events are dropped.
-    Memory,
     /// AMQP 0-9-1 (our broker or RabbitMQ).
     Amqp(String),
 }
@@ -69,20 +71,23 @@ enum TransportKind {
 impl TransportKind {
     fn parse(url: &str) -> Result<Self, String> {
         match url.split_once(':').map(|(scheme, _)| scheme) {
-            Some("memory") => Ok(Self::Memory),
             Some("amqp" | "amqps") => Ok(Self::Amqp(url.to_owned())),
-            _ => Err(format!(
-                "unsupported transport URL `{url}` (expected amqp://… or memory:)"
+            Some("memory") => Err(format!(
+                "refusing transport URL `{url}`: the memory transport lives inside one \
+                 process and keeps nothing, so this relay would delete every outbox row \
+                 it \"published\" and no consumer would ever see the events. Publish to a \
+                 broker instead: --transport-url amqp://user:pass@host:5672/%2f"
+            )),
+            // The scheme only: the rest may hold a password.
+            scheme => Err(format!(
+                "unsupported transport URL scheme `{}` (expected amqp://user:pass@host:port/vhost)",
+                scheme.unwrap_or(url)
             )),
         }
     }
 
     async fn connect(self) -> Result<Arc<dyn Publisher>, String> {
         match self {
-            Self::Memory => {
-                tracing::warn!("memory transport: published events are discarded");
-                Ok(Arc::new(MemoryTransport::new()))
-            }
             #[cfg(feature = "amqp")]
             Self::Amqp(url) => {
                 let transport = eventbus_core::transport::amqp::AmqpTransport::connect(&url)
@@ -152,14 +157,32 @@ async fn shutdown_signal(token: CancellationToken) {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let cli = Cli::parse();
-    let transport = TransportKind::parse(&cli.transport_url)?;
+    // A transport that would lose the events is refused before the database
+    // is touched.
+    let transport = match TransportKind::parse(&cli.transport_url) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("eventbus-relay: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(cli, transport).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("eventbus-relay: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli, transport: TransportKind) -> Result<(), Box<dyn std::error::Error>> {
     let store = store(&cli).await?;
     if !cli.no_migrate {
         store.migrate().await?;

@@ -1,7 +1,8 @@
 //! The `eventbus-relay` binary end to end: events committed to a SQLite
 //! outbox are published, in order and confirmed, to the built-in broker
 //! (started in-process here), and removed from the outbox; SIGTERM stops the
-//! relay cleanly.
+//! relay cleanly. A transport that keeps nothing (`memory:`) is refused
+//! before a single row is touched.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -108,4 +109,74 @@ async fn relay_binary_moves_committed_events_to_the_broker() {
     }
     transport.close().await.unwrap();
     broker.shutdown().await;
+}
+
+/// `--transport-url memory:` would "publish" every row into a transport that
+/// nobody outside the relay's own process can consume, then delete it from
+/// the outbox: the relay refuses it, says why and what to use instead,
+/// exits non-zero, and leaves every row where it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_binary_refuses_the_memory_transport() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let pool = SqlitePoolOptions::new()
+        .connect_with(
+            SqliteConnectOptions::new()
+                .filename(&db)
+                .create_if_missing(true),
+        )
+        .await
+        .unwrap();
+    let outbox = Outbox::sqlite(pool.clone());
+    outbox.migrate().await.unwrap();
+    let event = unique("ev.relay-memory");
+    let rows: Vec<_> = (0..10).map(|n| envelope(&event, Some("k"), n)).collect();
+    let mut tx = pool.begin().await.unwrap();
+    outbox.add_envelopes(&mut *tx, &rows).await.unwrap();
+    tx.commit().await.unwrap();
+
+    for url in ["memory:", "memory://"] {
+        let child = Command::new(env!("CARGO_BIN_EXE_eventbus-relay"))
+            .arg("--database-url")
+            .arg(format!("sqlite://{}", db.display()))
+            .arg("--transport-url")
+            .arg(url)
+            .arg("--poll-ms")
+            .arg("10")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn eventbus-relay");
+        let pid = child.id().to_string();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        let output = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(output) => output.unwrap(),
+            Err(_) => {
+                let _ = Command::new("kill").args(["-KILL", &pid]).status();
+                panic!("eventbus-relay ran with --transport-url {url} instead of refusing it");
+            }
+        };
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "exit status for {url}; stderr: {stderr}"
+        );
+        assert!(
+            stderr.contains("memory transport") && stderr.contains("keeps nothing"),
+            "the error says why: {stderr}"
+        );
+        assert!(
+            stderr.contains("--transport-url amqp://"),
+            "the error says what to use instead: {stderr}"
+        );
+        assert_eq!(
+            outbox.backlog().await.unwrap(),
+            rows.len() as u64,
+            "no outbox row drained"
+        );
+    }
 }

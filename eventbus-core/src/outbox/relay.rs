@@ -1,6 +1,6 @@
 //! The relay: claims outbox rows, publishes them confirmed, deletes them.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +35,9 @@ pub struct RelayConfig {
     /// Limit for one publish call; exceeding it counts as an outage (default 30 s).
     pub publish_timeout: Duration,
     /// How long a claim holds its rows where the database has no row locks
-    /// (SQLite). Longer than any publish (default 60 s).
+    /// (SQLite). Longer than any publish (default 60 s). On every database a
+    /// batch starts no new publish once half of it has passed; the rows it
+    /// did not reach are released for the next batch.
     pub lease: Duration,
 }
 
@@ -76,7 +78,17 @@ pub enum StepOutcome {
         sent: usize,
         /// Rows that failed (retry scheduled or parked).
         failed: usize,
+        /// The batch stopped early (after half the lease) with rows left
+        /// unattempted: there is more to do at once.
+        deferred: bool,
     },
+}
+
+/// A claimed row that could be read back.
+struct Row<'a> {
+    seq: i64,
+    attempts: i32,
+    envelope: &'a Envelope,
 }
 
 /// Counters of a running relay.
@@ -95,6 +107,78 @@ pub struct RelayStats {
 /// Run it as a task inside a service ([`Relay::spawn`]) or in the
 /// standalone `eventbus-relay` binary. Any number of relays may run against
 /// one table; see the [module docs](super) for the guarantees.
+///
+/// Start it once the consumers' queues exist (after the bus has started):
+/// an event published before any group is bound to it is confirmed and
+/// deleted from the outbox without reaching a handler.
+///
+/// # Example: a SQLite outbox and a relay in the same service
+///
+/// ```
+/// # #[cfg(feature = "sqlite")]
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+///
+/// use eventbus_core::outbox::{Outbox, RelayConfig};
+/// use eventbus_core::{Event, MemoryTransport, Subscriber, SubscriptionSpec};
+/// use serde::{Deserialize, Serialize};
+/// use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+///
+/// #[derive(Debug, Event, Serialize, Deserialize)]
+/// #[event(name = "order.placed", key = "customer")]
+/// struct OrderPlaced {
+///     customer: String,
+///     total_cents: u64,
+/// }
+///
+/// # let dir = tempfile::tempdir()?;
+/// # let path = dir.path().join("app.db");
+/// let pool = SqlitePoolOptions::new()
+///     .connect_with(
+///         SqliteConnectOptions::new()
+///             .filename(path)
+///             .create_if_missing(true)
+///             // Business writes and the relay side by side.
+///             .journal_mode(SqliteJournalMode::Wal)
+///             .busy_timeout(Duration::from_secs(30)),
+///     )
+///     .await?;
+/// let outbox = Outbox::sqlite(pool.clone());
+/// outbox.migrate().await?; // creates/upgrades `eventbus_outbox`
+///
+/// // The consumer's queue exists before the relay publishes.
+/// let transport = MemoryTransport::new();
+/// let mut billing = transport
+///     .subscribe(SubscriptionSpec::new("billing", ["order.placed"]))
+///     .await?;
+///
+/// let mut tx = pool.begin().await?;
+/// // ... the business write, on `tx` ...
+/// let id = outbox
+///     .add(&mut tx, &OrderPlaced { customer: "c-1".into(), total_cents: 4200 })
+///     .await?;
+/// tx.commit().await?;
+///
+/// let relay = outbox
+///     .relay(transport.clone())
+///     .with_config(RelayConfig {
+///         poll_interval: Duration::from_millis(100), // SQLite polls
+///         ..RelayConfig::default()
+///     })
+///     .spawn();
+/// let delivery = tokio::time::timeout(Duration::from_secs(10), billing.next())
+///     .await?
+///     .expect("subscription open")?;
+/// assert_eq!(delivery.envelope.id, id);
+/// delivery.ack().await?;
+/// relay.shutdown().await;
+/// assert_eq!(outbox.backlog().await?, 0, "published rows are deleted");
+/// # Ok(())
+/// # }
+/// # #[cfg(not(feature = "sqlite"))]
+/// # fn main() {}
+/// ```
 pub struct Relay {
     store: Arc<dyn OutboxStore>,
     publisher: Arc<dyn Publisher>,
@@ -203,9 +287,11 @@ impl Relay {
             // A batch in flight is finished (bounded by the publish
             // timeout) so that what was confirmed is also marked sent.
             match self.step().await {
-                Ok(StepOutcome::Batch { sent, failed })
-                    if sent + failed >= self.config.batch_size =>
-                {
+                Ok(StepOutcome::Batch {
+                    sent,
+                    failed,
+                    deferred,
+                }) if deferred || sent + failed >= self.config.batch_size => {
                     // Full batch: there is probably more; go on at once.
                     outage = 0;
                 }
@@ -238,6 +324,20 @@ impl Relay {
 
     /// Claims and publishes one batch.
     ///
+    /// The batch goes out in *waves*, each one pipelined
+    /// [`Publisher::publish_batch`]: the first holds every unkeyed row and
+    /// the first row of every key, each later one the next row of every key
+    /// whose previous row was confirmed. So a key never has more than one
+    /// unconfirmed row in flight, and a row the transport refuses (a nack,
+    /// say, arriving while other rows were already sent) can never be
+    /// overtaken by a later row of its key: that key stops for this batch,
+    /// its later rows are released unsent and wait behind the refused row's
+    /// retry. Confirmed rows are deleted. A wave the transport refuses is
+    /// published again row by row to find the refused rows; rows of it that
+    /// had got through go out twice (at-least-once). The cost: a key's rows
+    /// take one confirm round trip each, so one key alone moves at most one
+    /// row per round trip; many keys share each round trip.
+    ///
     /// Returns `Err` when the database failed or the transport is down
     /// (rows that were confirmed before the outage are still deleted).
     pub async fn step(&self) -> Result<StepOutcome, RelayError> {
@@ -256,58 +356,113 @@ impl Relay {
             return Ok(StepOutcome::Idle);
         }
 
-        // Rows that cannot even be read back fail at once, and the later
-        // rows of their key stay back.
+        // Per key, its rows in sequence order, not yet published. A row that
+        // cannot even be read back fails at once, and the later rows of its
+        // key stay back.
         let mut failures = Vec::new();
-        let mut blocked_keys: HashSet<Option<String>> = HashSet::new();
-        let mut to_send: Vec<(i64, Option<String>, i32)> = Vec::with_capacity(records.len());
-        let mut envelopes: Vec<Envelope> = Vec::with_capacity(records.len());
+        let mut lanes: Vec<VecDeque<Row<'_>>> = Vec::new();
+        let mut lane_of: HashMap<&str, usize> = HashMap::new();
+        let mut stopped: HashSet<&str> = HashSet::new();
+        let mut unkeyed: Vec<Row<'_>> = Vec::new();
         for r in records {
-            if r.key.is_some() && blocked_keys.contains(&r.key) {
-                continue;
-            }
-            match &r.envelope {
-                Ok(env) => {
-                    to_send.push((r.seq, r.key.clone(), r.attempts));
-                    envelopes.push(env.clone());
-                }
+            let row = match &r.envelope {
+                Ok(env) => Row {
+                    seq: r.seq,
+                    attempts: r.attempts,
+                    envelope: env,
+                },
                 Err(e) => {
                     failures.push(self.failure(r.seq, r.attempts, e.clone()));
-                    if r.key.is_some() {
-                        blocked_keys.insert(r.key.clone());
+                    if let Some(key) = &r.key {
+                        stopped.insert(key);
                     }
+                    continue;
+                }
+            };
+            match &r.key {
+                None => unkeyed.push(row),
+                Some(key) if stopped.contains(key.as_str()) => {}
+                Some(key) => {
+                    let lane = *lane_of.entry(key).or_insert_with(|| {
+                        lanes.push(VecDeque::new());
+                        lanes.len() - 1
+                    });
+                    lanes[lane].push_back(row);
                 }
             }
         }
 
-        let mut sent: Vec<i64> = Vec::with_capacity(to_send.len());
+        // Waves: the first holds every unkeyed row and the head of every
+        // key; each later one the next row of every key whose previous row
+        // was confirmed. A wave is one pipelined publish, and it never
+        // holds two rows of one key, so a failure in it cannot have let a
+        // later row of the failed row's key reach the broker.
+        let started = tokio::time::Instant::now();
+        let budget = self.config.lease / 2;
+        let mut sent: Vec<i64> = Vec::with_capacity(records.len());
         let mut outage: Option<TransportError> = None;
-        match self.publish_batch(&envelopes).await {
-            Ok(()) => sent.extend(to_send.iter().map(|(seq, ..)| *seq)),
-            Err(e) if is_outage(&e) => outage = Some(e),
-            Err(e) => {
-                // Some row was refused: find it by publishing one by one, in
-                // order; a refused row holds back the rest of its key.
-                tracing::debug!(relay = %self.id, error = %e, "batch publish refused; publishing rows singly");
-                for ((seq, key, attempts), env) in to_send.iter().zip(&envelopes) {
-                    if key.is_some() && blocked_keys.contains(key) {
-                        continue;
+        let mut deferred = false;
+        let mut wave: Vec<(Option<usize>, Row<'_>)> =
+            unkeyed.into_iter().map(|r| (None, r)).collect();
+        wave.extend(
+            lanes
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(i, lane)| lane.pop_front().map(|r| (Some(i), r))),
+        );
+        'waves: while !wave.is_empty() {
+            if started.elapsed() >= budget && !sent.is_empty() {
+                // Past half the lease: leave the rest for the next batch
+                // rather than risk another relay taking over these keys.
+                deferred = true;
+                break;
+            }
+            let envelopes: Vec<Envelope> = wave.iter().map(|(_, r)| r.envelope.clone()).collect();
+            let mut advanced: Vec<usize> = Vec::with_capacity(wave.len());
+            match self.publish_batch(&envelopes).await {
+                Ok(()) => {
+                    for (lane, row) in &wave {
+                        sent.push(row.seq);
+                        advanced.extend(*lane);
                     }
-                    match self.publish_one(env).await {
-                        Ok(()) => sent.push(*seq),
-                        Err(e) if is_outage(&e) => {
-                            outage = Some(e);
-                            break;
+                }
+                Err(e) if is_outage(&e) => {
+                    outage = Some(e);
+                    break;
+                }
+                Err(e) => {
+                    // Some row of the wave was refused: find it by publishing
+                    // them one by one. Rows the batch already got through go
+                    // out twice (at-least-once); none has a later row of its
+                    // key out yet, so that reorders nothing.
+                    tracing::debug!(relay = %self.id, error = %e, "batch publish refused; publishing rows singly");
+                    for (lane, row) in &wave {
+                        if started.elapsed() >= budget && !sent.is_empty() {
+                            deferred = true;
+                            break 'waves;
                         }
-                        Err(e) => {
-                            failures.push(self.failure(*seq, *attempts, e.to_string()));
-                            if key.is_some() {
-                                blocked_keys.insert(key.clone());
+                        match self.publish_one(row.envelope).await {
+                            Ok(()) => {
+                                sent.push(row.seq);
+                                advanced.extend(*lane);
+                            }
+                            Err(e) if is_outage(&e) => {
+                                outage = Some(e);
+                                break 'waves;
+                            }
+                            // A refused row stops its key: the key's later
+                            // rows are released unsent, to wait behind it.
+                            Err(e) => {
+                                failures.push(self.failure(row.seq, row.attempts, e.to_string()))
                             }
                         }
                     }
                 }
             }
+            wave = advanced
+                .into_iter()
+                .filter_map(|i| lanes[i].pop_front().map(|r| (Some(i), r)))
+                .collect();
         }
         let (n_sent, n_failed) = (sent.len(), failures.len());
         // Rows published before an outage are still confirmed: delete them.
@@ -334,6 +489,7 @@ impl Relay {
         Ok(StepOutcome::Batch {
             sent: n_sent,
             failed: n_failed,
+            deferred,
         })
     }
 
