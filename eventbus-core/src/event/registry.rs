@@ -185,12 +185,30 @@ impl EventRegistry {
     /// Restores the event carried by `envelope`. Its version must be the
     /// version of the event type linked into this program.
     pub fn decode_envelope(&self, envelope: &Envelope) -> Result<Box<dyn AnyEvent>, DecodeError> {
-        let event = self.decode(&envelope.name, &envelope.content_type, &envelope.payload)?;
-        if event.version() != envelope.version {
+        self.decode_version(
+            &envelope.name,
+            envelope.version,
+            &envelope.content_type,
+            &envelope.payload,
+        )
+    }
+
+    /// [`EventRegistry::decode`], and the payload's `version` must be the
+    /// version of the event type linked into this program
+    /// ([`DecodeError::UnsupportedVersion`] otherwise).
+    pub fn decode_version(
+        &self,
+        name: &str,
+        version: u32,
+        content_type: &str,
+        payload: &[u8],
+    ) -> Result<Box<dyn AnyEvent>, DecodeError> {
+        let event = self.decode(name, content_type, payload)?;
+        if event.version() != version {
             return Err(DecodeError::UnsupportedVersion {
-                event: envelope.name.to_string(),
+                event: name.to_owned(),
                 expected: event.version(),
-                found: envelope.version,
+                found: version,
             });
         }
         Ok(event)
