@@ -56,7 +56,13 @@ impl ParkedEvent {
         let (format, payload) = match self.decode() {
             Ok(event) => ("event", event.to_json()),
             Err(error) => {
-                row.insert("decode_error".into(), json!(error.to_string()));
+                let why = match &error {
+                    DecodeError::UnknownEvent(_) => {
+                        format!("{error} (no event type of this name is linked into this program)")
+                    }
+                    _ => error.to_string(),
+                };
+                row.insert("decode_error".into(), json!(why));
                 match serde_json::from_slice::<Value>(&self.payload) {
                     Ok(value) => ("json", value),
                     Err(_) => (
