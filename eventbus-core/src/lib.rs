@@ -43,8 +43,7 @@ pub mod __private;
 
 pub use bus::{EventBus, EventPublisher, RunningBus, StartError, WaitIdleError};
 pub use event::{
-    header, AnyEvent, DecodeError, EncodeError, Envelope, Event, EventRegistration, EventRegistry,
-    Headers,
+    header, AnyEvent, DecodeError, EncodeError, Envelope, Event, EventRegistry, Headers,
 };
 pub use handler::{
     handler_fn, Backoff, Context, FailureKind, Handle, HandleError, Handler, HandlerConfig,

@@ -30,12 +30,14 @@ mod krate;
 mod symbol;
 mod valid;
 
-/// Implements `Event` for a struct or enum, and registers it in the
-/// process-wide `EventRegistry`.
+/// Implements `Event` for a struct or enum, and `AnyEvent` registered with
+/// typetag under the event name (the process-wide `EventRegistry` reads
+/// typetag's registry), so `Box<dyn AnyEvent>` (de)serializes by name as
+/// `{"event": "<name>", "payload": <payload>}`. The user's crate needs no
+/// typetag dependency.
 ///
 /// The type must also implement `Serialize`, `Deserialize` and `Debug`
-/// (`Debug` is needed for the registry entry, whose events are
-/// `Box<dyn AnyEvent>`).
+/// (`Debug` is a supertrait of `AnyEvent`).
 ///
 /// ```ignore
 /// use eventbus::Event;
@@ -84,8 +86,9 @@ mod valid;
 /// Enums are supported without a key (the whole enum is the payload).
 /// Unions are rejected.
 ///
-/// Generic types get the `Event` impl but are **not** registered in the
-/// `EventRegistry` (a registration needs one concrete type).
+/// Generic types get the `Event` impl but no `AnyEvent` impl and are **not**
+/// registered in the `EventRegistry` (typetag registers one concrete type
+/// per name).
 ///
 /// # Duplicate names
 ///

@@ -12,6 +12,11 @@
 //! Every option can also come from the environment (`EVENTBUS_DATABASE_URL`,
 //! `EVENTBUS_TRANSPORT_URL`, ...). Stops cleanly on SIGINT/SIGTERM after the
 //! batch in flight.
+//!
+//! `eventbus-relay parked --database-url …` lists parked outbox rows as JSON
+//! lines instead (see `admin.rs`).
+
+mod admin;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -27,7 +32,8 @@ use tokio_util::sync::CancellationToken;
 #[command(
     name = "eventbus-relay",
     version,
-    about = "Relays events from a database outbox to a transport"
+    about = "Relays events from a database outbox to a transport",
+    after_help = "Outbox administration: `eventbus-relay parked --help` lists parked rows."
 )]
 struct Cli {
     /// Outbox database: `postgres://…`, `mysql://…` / `mariadb://…`, or `sqlite://path`.
@@ -158,6 +164,15 @@ async fn shutdown_signal(token: CancellationToken) {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    if let Some(admin) = admin::Admin::from_args() {
+        return match admin.run().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("eventbus-relay: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),

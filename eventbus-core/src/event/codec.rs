@@ -44,6 +44,21 @@ pub enum DecodeError {
         #[source]
         source: BoxError,
     },
+    /// The event name is declared by more than one type in this program, so
+    /// it cannot be restored by name (see `EventRegistry::check`).
+    #[error("event name `{0}` is declared by more than one event type")]
+    AmbiguousEvent(String),
+    /// The payload was written for another version of the event than the
+    /// one this program knows.
+    #[error("event `{event}` has version {found}; this program knows version {expected}")]
+    UnsupportedVersion {
+        /// The event name.
+        event: String,
+        /// [`Event::VERSION`](crate::Event::VERSION) of the type linked in.
+        expected: u32,
+        /// The version in the envelope.
+        found: u32,
+    },
     /// The message is not a valid eventbus envelope (missing or malformed metadata).
     #[error("malformed envelope: {0}")]
     Envelope(String),
@@ -76,6 +91,18 @@ pub(crate) fn encode<E: serde::Serialize>(name: &str, event: &E) -> Result<Bytes
     })
 }
 
+/// Payloads are JSON; an empty content type is taken as JSON.
+pub(crate) fn check_content_type(name: &str, content_type: &str) -> Result<(), DecodeError> {
+    if content_type.is_empty() || content_type == JSON_CONTENT_TYPE {
+        Ok(())
+    } else {
+        Err(DecodeError::UnsupportedContentType {
+            event: name.to_owned(),
+            content_type: content_type.to_owned(),
+        })
+    }
+}
+
 /// Largest scratch buffer kept between events, per thread.
 const SCRATCH_KEEP: usize = 64 * 1024;
 
@@ -88,12 +115,7 @@ pub(crate) fn decode<E: serde::de::DeserializeOwned>(
     content_type: &str,
     payload: &[u8],
 ) -> Result<E, DecodeError> {
-    if !content_type.is_empty() && content_type != JSON_CONTENT_TYPE {
-        return Err(DecodeError::UnsupportedContentType {
-            event: name.to_owned(),
-            content_type: content_type.to_owned(),
-        });
-    }
+    check_content_type(name, content_type)?;
     serde_json::from_slice(payload).map_err(|e| DecodeError::Payload {
         event: name.to_owned(),
         source: Box::new(e),

@@ -86,13 +86,13 @@ impl Envelope {
         // A newer schema than this code knows cannot be read safely (older
         // ones are, by serde's defaults): dead-lettered, not retried.
         if self.version > E::VERSION {
-            return Err(DecodeError::Envelope(format!(
-                "event `{}` has version {}, newer than the version {} this service understands",
-                self.name,
-                self.version,
-                E::VERSION
-            )));
+            return Err(DecodeError::UnsupportedVersion {
+                event: self.name.to_string(),
+                expected: E::VERSION,
+                found: self.version,
+            });
         }
+
         codec::decode(&self.name, &self.content_type, &self.payload)
     }
 

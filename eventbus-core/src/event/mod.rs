@@ -3,12 +3,12 @@
 mod codec;
 mod envelope;
 mod headers;
-mod registry;
+pub(crate) mod registry;
 
 pub use codec::{DecodeError, EncodeError, JSON_CONTENT_TYPE};
 pub use envelope::{new_message_id, Envelope};
 pub use headers::{header, Headers};
-pub use registry::{AnyEvent, EventRegistration, EventRegistry};
+pub use registry::{AnyEvent, EventRegistry, EVENT_CONTENT, EVENT_TAG};
 
 use serde::{de::DeserializeOwned, Serialize};
 

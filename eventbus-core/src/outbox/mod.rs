@@ -45,6 +45,7 @@
 //! ---
 #![doc = include_str!("../../docs/outbox.md")]
 
+mod inspect;
 mod relay;
 
 #[cfg(feature = "mysql")]
@@ -156,6 +157,12 @@ pub struct ParkedEvent {
     pub last_error: Option<String>,
     /// When it was parked.
     pub parked_at: DateTime<Utc>,
+    /// Payload schema version.
+    pub version: u32,
+    /// MIME type of `payload`.
+    pub content_type: String,
+    /// The encoded event ([`ParkedEvent::describe`] shows it decoded).
+    pub payload: bytes::Bytes,
 }
 
 /// How a relay claims work (see [`RelayConfig`]).

@@ -292,7 +292,8 @@ impl OutboxStore for MySqlOutboxStore {
 
     async fn parked(&self, limit: u32) -> Result<Vec<ParkedEvent>, OutboxError> {
         let rows = sqlx::query(&format!(
-            "SELECT seq, id, name, partition_key, attempts, last_error, parked_at FROM {} \
+            "SELECT seq, id, name, partition_key, attempts, last_error, parked_at, \
+             version, content_type, payload FROM {} \
              WHERE parked_at IS NOT NULL ORDER BY seq LIMIT ?",
             self.table
         ))
@@ -309,6 +310,10 @@ impl OutboxStore for MySqlOutboxStore {
                     attempts: r.try_get(4)?,
                     last_error: r.try_get(5)?,
                     parked_at: r.try_get(6)?,
+                    // The inverse of the insert's `as i32`.
+                    version: r.try_get::<i32, _>(7)? as u32,
+                    content_type: r.try_get(8)?,
+                    payload: r.try_get::<Vec<u8>, _>(9)?.into(),
                 })
             })
             .collect::<Result<_, sqlx::Error>>()

@@ -63,15 +63,13 @@ fn expand(input: &EventInput<'_>, plan: &EventPlan<'_>, p: &TokenStream) -> Toke
             }
         }
     };
-    // A generic type has no single `EventRegistration`; its instantiations
-    // are not in the registry.
-    let register = input.generics.params.is_empty().then(|| {
-        quote_spanned! {ident.span()=>
-            #p::__private::inventory::submit! {
-                #p::__private::EventRegistration::of::<#ident>()
-            }
-        }
-    });
+    // typetag registers one concrete type per name: generic types are not
+    // `AnyEvent`s.
+    let register = input
+        .generics
+        .params
+        .is_empty()
+        .then(|| any_event(ident, name, p));
     let marker = duplicate_name_marker(&plan.name, plan.name_span);
     quote! {
         #marker
@@ -92,6 +90,43 @@ fn expand(input: &EventInput<'_>, plan: &EventPlan<'_>, p: &TokenStream) -> Toke
 
             #register
         };
+    }
+}
+
+/// `impl AnyEvent`, registered with typetag under the event name.
+///
+/// typetag's attribute expands to paths that start with `typetag::`
+/// (relative, not `::typetag`), so the runtime crate's re-export brought into
+/// scope here is the crate they name: the user needs no typetag dependency.
+/// The `use` lives in the derive's `const _` block and shadows nothing
+/// outside it.
+fn any_event(ident: &Ident, name: &str, p: &TokenStream) -> TokenStream {
+    quote_spanned! {ident.span()=>
+        use #p::__private::typetag;
+
+        #[automatically_derived]
+        #[typetag::serde(name = #name)]
+        impl #p::AnyEvent for #ident {
+            #[inline]
+            fn name(&self) -> &'static str {
+                <Self as #p::Event>::NAME
+            }
+            #[inline]
+            fn version(&self) -> u32 {
+                <Self as #p::Event>::VERSION
+            }
+            #[inline]
+            fn partition_key(&self) -> ::core::option::Option<#p::__private::String> {
+                <Self as #p::Event>::partition_key(self)
+            }
+            fn to_json(&self) -> #p::__private::JsonValue {
+                #p::__private::payload_json(self)
+            }
+            #[inline]
+            fn as_any(&self) -> &dyn ::core::any::Any {
+                self
+            }
+        }
     }
 }
 

@@ -49,5 +49,6 @@ fn main() {
     assert_eq!(OrderPlaced::NAME, "order.placed");
     assert_eq!(<Generic<u8>>::NAME, "generic.event");
     assert_eq!(Status::NAME, "status");
-    assert!(EventRegistry::global().get("split.attributes").is_some());
+    assert!(EventRegistry::global().contains("split.attributes"));
+    assert!(!EventRegistry::global().contains("generic.event"));
 }
