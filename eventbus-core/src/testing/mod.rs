@@ -14,6 +14,9 @@
 //! against a shared broker repeatedly. A failing check panics with a message
 //! naming the guarantee that was broken.
 
+pub mod bus;
+pub use bus::run_bus_conformance;
+
 use std::collections::HashSet;
 use std::time::Duration;
 
