@@ -822,6 +822,7 @@ where
     const CHECK: &str = "per-key order";
     const KEYS: u64 = 16;
     const PER_KEY: u64 = 25;
+    const RUN: u64 = 3;
     let (group, event) = (unique("g-bus-order"), leak(unique("ev.bus-order")));
     let (tx, mut rx) = mpsc::unbounded_channel();
     let t = make().await;
@@ -850,9 +851,12 @@ where
         }
     }));
     let bus = start(CHECK, bus).await;
-    // In publish order: n counts up across all keys, interleaved.
+    // In publish order, n counting up: runs of RUN events of one key, the
+    // keys interleaved (adjacent events of a key would overtake each other
+    // on different workers).
+    let key_of = |n: u64| (n / RUN) % KEYS;
     let sent: Vec<Envelope> = (0..KEYS * PER_KEY)
-        .map(|n| envelope(event, Some(&format!("key-{}", n % KEYS)), n))
+        .map(|n| envelope(event, Some(&format!("key-{}", key_of(n))), n))
         .collect();
     for chunk in sent.chunks(100) {
         t.publish_batch(chunk)
@@ -886,7 +890,7 @@ where
             .and_then(|k| k.strip_prefix("key-"))
             .and_then(|k| k.parse().ok())
             .unwrap_or_else(|| fail(CHECK, format_args!("unexpected key {key:?}")));
-        let want: Vec<u64> = (0..PER_KEY).map(|i| i * KEYS + k).collect();
+        let want: Vec<u64> = (0..KEYS * PER_KEY).filter(|n| key_of(*n) == k).collect();
         if *ns != want {
             fail(
                 CHECK,
