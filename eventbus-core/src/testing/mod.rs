@@ -14,8 +14,10 @@
 //! against a shared broker repeatedly. A failing check panics with a message
 //! naming the guarantee that was broken.
 
+pub mod bus;
 mod harness;
 
+pub use bus::run_bus_conformance;
 pub use harness::{Attempt, RunningTestBus, TestBus};
 
 use std::collections::{HashMap, HashSet};
