@@ -24,6 +24,9 @@ pub use partitioner::{HashPartitioner, Partitioner};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::{Service, ServiceExt};
@@ -269,6 +272,7 @@ async fn run_worker(
         keyed,
         stop,
         stopped: false,
+        settling: FuturesUnordered::new(),
     };
     let mut batch = VecDeque::new();
     loop {
@@ -281,6 +285,10 @@ async fn run_worker(
             more = queue.take(&mut batch) => more,
             () = sleep_until_some(due) => true,
             () = w.stop.cancelled() => false,
+            Some((id, r)) = w.settling.next(), if !w.settling.is_empty() => {
+                settled(&w.group, id, r);
+                true
+            }
         };
         if !more || w.stopped {
             break;
@@ -318,6 +326,7 @@ async fn run_worker(
         tokio::task::consume_budget().await;
     }
     w.acks.settle();
+    w.finish_settling().await;
     // Stopping: parked messages (and those waiting behind them) go back to
     // the transport, in order, to be redelivered.
     for (retry, backlog) in w.parking.drain() {
@@ -355,7 +364,15 @@ struct Worker {
     stop: CancellationToken,
     /// `stop` was seen: hand everything back instead of handling it.
     stopped: bool,
+    /// Settlements still on their way to the broker.
+    settling: FuturesUnordered<Settling>,
 }
+
+/// A settlement on its way, with the message id to log a failure.
+type Settling = BoxFuture<'static, (uuid::Uuid, Result<(), TransportError>)>;
+
+/// Most settlements a worker lets run unawaited.
+const MAX_SETTLING: usize = 256;
 
 impl Worker {
     /// Runs one attempt at `cx` and settles it — or parks it when the
@@ -414,13 +431,45 @@ impl Worker {
             return None;
         }
         if let Some(settling) = settle(id, result, acker, Some(&mut self.acks)) {
-            if !settling.is_ready() {
+            if settling.is_ready() {
+                settled(&self.group, id, settling.await);
+            } else {
                 self.acks.settle();
+                self.settle_later(id, settling).await;
             }
-            settled(&self.group, id, settling.await);
         }
         self.slot.release(cx);
         Some(backlog)
+    }
+
+    /// Lets a broker's settlement (an ack on its way) complete while the
+    /// worker goes on with the next delivery: the order of acks does not
+    /// matter, and waiting for each one would cap a worker at one ack round
+    /// per message. At most [`MAX_SETTLING`] are outstanding.
+    async fn settle_later(&mut self, id: uuid::Uuid, settling: TransportFuture<'static>) {
+        self.settling
+            .push(Box::pin(async move { (id, settling.await) }));
+        // Poll it (and any others now complete) once, so its frame goes out now.
+        self.reap_settled();
+        while self.settling.len() >= MAX_SETTLING {
+            if let Some((id, r)) = self.settling.next().await {
+                settled(&self.group, id, r);
+            }
+        }
+    }
+
+    /// Logs the settlements that completed, without waiting.
+    fn reap_settled(&mut self) {
+        while let Some(Some((id, r))) = self.settling.next().now_or_never() {
+            settled(&self.group, id, r);
+        }
+    }
+
+    /// Waits for every outstanding settlement.
+    async fn finish_settling(&mut self) {
+        while let Some((id, r)) = self.settling.next().await {
+            settled(&self.group, id, r);
+        }
     }
 
     /// Runs the parked messages that are due; after each one that is done,
