@@ -10,6 +10,9 @@ use serde_json::Value;
 use crate::output::Format;
 
 /// Command line of `eventbus-admin`.
+///
+/// Subcommand fields must not reuse the global arguments' ids (`url`, `user`, `password`,
+/// `vhost`, `format`): clap would store their values under the global one.
 #[derive(Debug, Parser)]
 #[command(
     name = "eventbus-admin",
@@ -175,8 +178,9 @@ pub enum Declare {
     },
     /// A user's permissions on --vhost (regular expressions over resource names).
     Permission {
-        #[arg(long = "for-user")]
-        user: String,
+        /// The user whose permissions these are.
+        #[arg(long)]
+        for_user: String,
         #[arg(long, default_value = ".*")]
         configure: String,
         #[arg(long, default_value = ".*")]
@@ -235,8 +239,9 @@ pub enum Delete {
     },
     /// A user's permissions on --vhost.
     Permission {
-        #[arg(long = "for-user")]
-        user: String,
+        /// The user whose permissions these are.
+        #[arg(long)]
+        for_user: String,
     },
     /// An exchange on --vhost.
     Exchange {
@@ -393,6 +398,30 @@ mod tests {
     #[test]
     fn command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn subcommand_fields_do_not_overwrite_global_flags() {
+        let cli = Cli::try_parse_from([
+            "eventbus-admin",
+            "--user",
+            "admin",
+            "--vhost",
+            "v",
+            "declare",
+            "permission",
+            "--for-user",
+            "app",
+        ])
+        .unwrap();
+        assert_eq!(
+            (cli.user.as_str(), cli.vhost.as_deref()),
+            ("admin", Some("v"))
+        );
+        let Command::Declare(Declare::Permission { for_user, .. }) = cli.command else {
+            panic!("parsed as {:?}", cli.command);
+        };
+        assert_eq!(for_user, "app");
     }
 
     #[test]

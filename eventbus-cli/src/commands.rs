@@ -217,7 +217,7 @@ impl Ctx {
                 ))
             }
             Declare::Permission {
-                user,
+                for_user: user,
                 configure,
                 write,
                 read,
@@ -310,7 +310,7 @@ impl Ctx {
                 format!("deleted user {name:?}"),
                 json!({"deleted": "user", "name": name}),
             ),
-            Delete::Permission { user } => (
+            Delete::Permission { for_user: user } => (
                 ApiPath::new(["permissions", vhost, user])?,
                 format!("deleted permissions of user {user:?} on vhost {vhost:?}"),
                 json!({"deleted": "permission", "user": user, "vhost": vhost}),
