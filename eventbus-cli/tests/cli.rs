@@ -20,6 +20,9 @@ pub struct Target {
     pub url: String,
     pub user: String,
     pub password: String,
+    /// The server's AMQP listener, `amqp://user:password@host:port` (no vhost), for a client
+    /// whose connection, channel and consumer are listed and closed.
+    pub amqp_url: String,
     /// Whether the server implements `POST /api/queues/{vhost}/{name}/move` (eventbus-broker)
     /// or must be reported as lacking it (RabbitMQ).
     pub has_move_extension: bool,
@@ -42,10 +45,13 @@ impl Target {
     pub fn rabbitmq() -> Self {
         let url = std::env::var("EVENTBUS_TEST_RABBITMQ_MGMT_URL")
             .unwrap_or_else(|_| "http://127.0.0.1:15672".to_owned());
+        let amqp_url = std::env::var("EVENTBUS_TEST_RABBITMQ_AMQP_URL")
+            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672".to_owned());
         let target = Target {
             url,
             user: "guest".into(),
             password: "guest".into(),
+            amqp_url,
             has_move_extension: false,
             keep_alive: None,
         };
@@ -590,6 +596,104 @@ pub mod scenarios {
         assert_eq!(left, Value::Array(vec![]));
     }
 
+    /// A real AMQP client's connection, channel and consumer are listed; `close connection`
+    /// closes that connection.
+    pub fn connections_channels_consumers_close(t: &Target) {
+        use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
+        use lapin::types::FieldTable;
+
+        let vh = TestVhost::create(t, "conns");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let uri = format!("{}/{}", t.amqp_url, encode(&vh.name));
+        let (connection, _channel, _consumer) = runtime.block_on(async {
+            let connection = lapin::Connection::connect(&uri, Default::default())
+                .await
+                .unwrap_or_else(|e| panic!("AMQP connect to {uri}: {e}"));
+            let channel = connection.create_channel().await.unwrap();
+            channel
+                .basic_qos(7, BasicQosOptions::default())
+                .await
+                .unwrap();
+            let queue_options = QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            };
+            channel
+                .queue_declare("work".into(), queue_options, FieldTable::default())
+                .await
+                .unwrap();
+            let consumer = channel
+                .basic_consume(
+                    "work".into(),
+                    "cli-test-consumer".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .unwrap();
+            (connection, channel, consumer)
+        });
+
+        let connections = eventually("the connection listed", || {
+            let rows = vh.json(&["list", "connections"]);
+            (rows.as_array().unwrap().len() == 1).then_some(rows)
+        });
+        assert_eq!(connections[0]["user"], t.user.as_str());
+        assert_eq!(connections[0]["vhost"], vh.name.as_str());
+        let name = connections[0]["name"]
+            .as_str()
+            .expect("connection name")
+            .to_owned();
+        let table = vh.ok(&["list", "connections"]);
+        assert!(table.contains(&name), "{table}");
+
+        let channels = eventually("the channel listed", || {
+            let rows = vh.json(&["list", "channels"]);
+            (rows.as_array().unwrap().len() == 1).then_some(rows)
+        });
+        assert_eq!(
+            channels[0]["connection_details"]["name"],
+            name.as_str(),
+            "{channels}"
+        );
+        let consumers = eventually("the consumer listed", || {
+            let rows = vh.json(&["list", "consumers"]);
+            (rows.as_array().unwrap().len() == 1).then_some(rows)
+        });
+        assert_eq!(consumers[0]["consumer_tag"], "cli-test-consumer");
+        assert_eq!(consumers[0]["queue"]["name"], "work");
+        let table = vh.ok(&["list", "consumers"]);
+        assert!(
+            table_has_row(&table, &[&vh.name, "work", "cli-test-consumer"]),
+            "{table}"
+        );
+
+        let out = t.ok(&[
+            "close",
+            "connection",
+            &name,
+            "--reason",
+            "closed by the cli test",
+        ]);
+        assert!(out.contains("closed connection"), "{out}");
+        eventually("the client sees its connection closed", || {
+            (!connection.status().connected()).then_some(())
+        });
+        eventually("the connection gone from the list", || {
+            vh.json(&["list", "connections"])
+                .as_array()
+                .unwrap()
+                .is_empty()
+                .then_some(())
+        });
+        let stderr = t.fails(1, &["close", "connection", &name]);
+        assert!(stderr.contains("404"), "{stderr}");
+    }
+
     /// `overview` as a table and as JSON.
     pub fn overview(t: &Target) {
         let table = t.ok(&["overview"]);
@@ -672,6 +776,11 @@ macro_rules! suite {
             }
 
             #[test]
+            fn connections_channels_consumers_close() {
+                scenarios::connections_channels_consumers_close(&target());
+            }
+
+            #[test]
             fn overview() {
                 scenarios::overview(&target());
             }
@@ -692,6 +801,7 @@ fn unreachable_server_exits_2_naming_the_url() {
         url: format!("http://127.0.0.1:{port}"),
         user: "guest".into(),
         password: "guest".into(),
+        amqp_url: String::new(),
         has_move_extension: false,
         keep_alive: None,
     };
@@ -709,6 +819,7 @@ fn usage_errors_exit_1() {
         url: "http://127.0.0.1:9".into(),
         user: "guest".into(),
         password: "guest".into(),
+        amqp_url: String::new(),
         has_move_extension: false,
         keep_alive: None,
     };
