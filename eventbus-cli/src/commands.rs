@@ -170,6 +170,11 @@ impl Ctx {
                     .any(|field| output::cell(output::lookup(row, field)).contains(text))
             });
         }
+        if self.format == Format::Table {
+            for row in &mut rows {
+                name_default_exchange(row, kind);
+            }
+        }
         Ok(self.rows(columns, &rows))
     }
 
@@ -659,6 +664,21 @@ fn truncate_text(text: &str, max: usize) -> String {
         text.to_owned()
     } else {
         text.chars().take(max).collect::<String>() + "…"
+    }
+}
+
+/// Shows the default exchange (named `""`) as `(default)` in a table, where an empty
+/// cell would read as missing.
+fn name_default_exchange(row: &mut Value, kind: ListKind) {
+    let field = match kind {
+        ListKind::Exchanges => "name",
+        ListKind::Bindings => "source",
+        _ => return,
+    };
+    if let Some(name) = row.get_mut(field) {
+        if name == "" {
+            *name = json!("(default)");
+        }
     }
 }
 
