@@ -473,11 +473,7 @@ impl Ctx {
     /// checked first, so a 404/405 from the move itself means the server lacks the endpoint.
     async fn move_messages(&self, queue: &str, to: &[String], count: Option<u64>) -> Result<Shown> {
         let vhost = self.vhost();
-        for name in std::iter::once(queue).chain(to.iter().map(String::as_str)) {
-            self.client
-                .get(&ApiPath::new(["queues", vhost, name])?)
-                .await?;
-        }
+        self.queues_exist(queue, to).await?;
         let mut body = json!({ "destinations": to });
         if let Some(count) = count {
             body["count"] = json!(count);
@@ -486,13 +482,15 @@ impl Ctx {
         let answer = match self.client.post(&path, &body).await {
             Ok(answer) => answer.unwrap_or(Value::Null),
             Err(Error::Api(e)) if matches!(e.status.as_u16(), 404 | 405) => {
+                // A queue deleted since the check above is that 404, not a missing endpoint.
+                self.queues_exist(queue, to).await?;
                 return Err(Error::Usage(format!(
                     "moving messages is not supported by this server: it answered {} to POST {} \
                      (the move endpoint is an eventbus-broker extension of the management API; \
                      RabbitMQ does not have it)",
                     e.status,
                     path.as_str()
-                )))
+                )));
             }
             Err(e) => return Err(e),
         };
@@ -505,6 +503,17 @@ impl Ctx {
                 to.join(", ")
             )),
         })
+    }
+
+    /// `Ok` if the source and every destination queue exist; the 404 for the first that does not.
+    async fn queues_exist(&self, queue: &str, to: &[String]) -> Result<()> {
+        let vhost = self.vhost();
+        for name in std::iter::once(queue).chain(to.iter().map(String::as_str)) {
+            self.client
+                .get(&ApiPath::new(["queues", vhost, name])?)
+                .await?;
+        }
+        Ok(())
     }
 
     async fn export(&self, file: &Path) -> Result<Shown> {

@@ -557,13 +557,14 @@ pub mod scenarios {
         assert!(stderr.contains("404"), "{stderr}");
     }
 
-    /// `move`: the extension moves messages; a server without it is named as such.
+    /// `move`: the extension moves messages (round-robin over several destinations);
+    /// a server without it is named as such.
     pub fn move_messages(t: &Target) {
         let vh = TestVhost::create(t, "move");
-        for q in ["src", "dst"] {
+        for q in ["src", "dst", "dst2"] {
             vh.ok(&["declare", "queue", "--name", q]);
         }
-        for n in 0..3 {
+        for n in 0..4 {
             vh.ok(&[
                 "publish",
                 "--routing-key",
@@ -577,6 +578,11 @@ pub mod scenarios {
             stderr.contains("404") && !stderr.contains("not supported"),
             "{stderr}"
         );
+        let stderr = vh.fails(1, &["move", "--queue", "src", "--to", "dst,no-such-queue"]);
+        assert!(
+            stderr.contains("404") && stderr.contains("no-such-queue"),
+            "{stderr}"
+        );
 
         let args = ["move", "--queue", "src", "--to", "dst", "--count", "2"];
         if !t.has_move_extension {
@@ -584,16 +590,68 @@ pub mod scenarios {
             assert!(stderr.contains("not supported by this server"), "{stderr}");
             // Nothing was emulated: the messages are still in the source queue.
             let left = vh.json(&["get", "--queue", "src", "--count", "10"]);
-            assert_eq!(payloads(&left), ["m0", "m1", "m2"]);
+            assert_eq!(payloads(&left), ["m0", "m1", "m2", "m3"]);
             return;
         }
         assert_eq!(vh.json(&args)["moved"], 2);
-        let moved = vh.json(&["get", "--queue", "dst", "--count", "10", "--ackmode", "ack"]);
-        assert_eq!(payloads(&moved), ["m0", "m1"]);
-        let out = vh.ok(&["move", "--queue", "src", "--to", "dst"]);
-        assert!(out.contains("moved 1 message"), "{out}");
+        let out = vh.ok(&["move", "--queue", "src", "--to", "dst,dst2"]);
+        assert!(out.contains("moved 2 message"), "{out}");
+        let dst = vh.json(&["get", "--queue", "dst", "--count", "10", "--ackmode", "ack"]);
+        assert_eq!(payloads(&dst), ["m0", "m1", "m2"]);
+        let dst2 = vh.json(&[
+            "get",
+            "--queue",
+            "dst2",
+            "--count",
+            "10",
+            "--ackmode",
+            "ack",
+        ]);
+        assert_eq!(payloads(&dst2), ["m3"]);
         let left = vh.json(&["get", "--queue", "src", "--count", "10"]);
         assert_eq!(left, Value::Array(vec![]));
+    }
+
+    /// `publish --payload-file`: UTF-8 goes as a string, other bytes as base64; both come
+    /// back intact from `get`.
+    pub fn publish_payload_files(t: &Target) {
+        let vh = TestVhost::create(t, "payload");
+        vh.ok(&["declare", "queue", "--name", "files"]);
+        let dir = tempfile::tempdir().unwrap();
+        let text = dir.path().join("text.json");
+        std::fs::write(&text, "{\"línea\": 1}\n").unwrap();
+        let binary = dir.path().join("blob.bin");
+        std::fs::write(&binary, [0xff, 0xfe, 0x00, 0x01, 0x80]).unwrap();
+        for file in [&text, &binary] {
+            let file = file.to_str().unwrap();
+            vh.ok(&["publish", "--routing-key", "files", "--payload-file", file]);
+        }
+        let got = vh.json(&[
+            "get",
+            "--queue",
+            "files",
+            "--count",
+            "2",
+            "--ackmode",
+            "ack",
+        ]);
+        assert_eq!(got[0]["payload_encoding"], "string", "{got}");
+        assert_eq!(got[0]["payload"], "{\"línea\": 1}\n");
+        assert_eq!(got[1]["payload_encoding"], "base64", "{got}");
+        assert_eq!(got[1]["payload"], "//4AAYA=");
+        assert_eq!(got[1]["payload_bytes"], 5);
+        let missing = dir.path().join("missing.bin");
+        let stderr = vh.fails(
+            1,
+            &[
+                "publish",
+                "--routing-key",
+                "files",
+                "--payload-file",
+                missing.to_str().unwrap(),
+            ],
+        );
+        assert!(stderr.contains("cannot read"), "{stderr}");
     }
 
     /// A real AMQP client's connection, channel and consumer are listed; `close connection`
@@ -778,6 +836,11 @@ macro_rules! suite {
             #[test]
             fn connections_channels_consumers_close() {
                 scenarios::connections_channels_consumers_close(&target());
+            }
+
+            #[test]
+            fn publish_payload_files() {
+                scenarios::publish_payload_files(&target());
             }
 
             #[test]
