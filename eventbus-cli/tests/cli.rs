@@ -183,6 +183,17 @@ impl Drop for TestVhost<'_> {
     }
 }
 
+/// Deletes a test's user when the test ends, passed or failed (a user the test deleted
+/// itself is already gone: that 404 is ignored).
+#[derive(Debug)]
+struct UserCleanup<'a>(&'a Target, String);
+
+impl Drop for UserCleanup<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.run(&["delete", "user", "--name", &self.1]);
+    }
+}
+
 /// `prefix-<pid>-<time>-<n>`: unique per run and per call.
 fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
@@ -397,6 +408,7 @@ pub mod scenarios {
         ));
 
         let user = unique("eventbus-cli-user");
+        let _cleanup = UserCleanup(t, user.clone());
         t.ok(&[
             "declare",
             "user",
