@@ -55,7 +55,16 @@ impl Target {
             has_move_extension: false,
             keep_alive: None,
         };
-        let out = target.run(&["overview"]);
+        // The management plugin starts listening a moment after `rabbitmq-plugins enable`:
+        // wait (with a deadline) while nothing listens; any other failure fails at once.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let out = loop {
+            let out = target.run(&["overview"]);
+            if out.status.code() != Some(2) || Instant::now() > deadline {
+                break out;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
         assert!(
             out.status.success(),
             "RabbitMQ's management API is not reachable at {} (enable it with \
