@@ -43,9 +43,14 @@ function basicToken(user, pass) {
 
 /** Calls the management API; throws ApiError with RabbitMQ's `reason` on failure. */
 async function api(method, path, body, auth = state.auth) {
-  const headers = { Accept: 'application/json' };
+  // No Accept header: RabbitMQ answers 406 to `Accept: application/json` on
+  // endpoints that return no body (DELETE .../contents).
+  const headers = {};
   if (auth) headers.Authorization = `Basic ${auth}`;
-  const init = { method, headers, cache: 'no-store' };
+  // credentials: 'omit' keeps the browser from answering the API's
+  // `WWW-Authenticate: Basic` 401 with its own password prompt (which would
+  // also stall the request): our log-in form owns authentication.
+  const init = { method, headers, cache: 'no-store', credentials: 'omit' };
   if (body !== undefined) {
     headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
