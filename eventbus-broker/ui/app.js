@@ -1094,10 +1094,10 @@ function queueDetailPage(root, vhost, name) {
   }, 'Purge messages');
   const delForm = h(
     'form',
-    { class: 'form', dataset: { form: 'delete-queue' } },
-    h('span'),
-    h('div', {}, checkbox('if_empty', 'only if empty'), ' ', checkbox('if_unused', 'only if unused')),
-    h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'danger' }, 'Delete queue')),
+    { class: 'toolbar', dataset: { form: 'delete-queue' } },
+    h('button', { type: 'submit', class: 'danger' }, 'Delete queue'),
+    checkbox('if_empty', 'only if empty'),
+    checkbox('if_unused', 'only if unused'),
   );
   onSubmit(delForm, 'Delete queue', async (fd) => {
     if (!confirm(`Delete queue ${name}?`)) return;
@@ -1115,12 +1115,24 @@ function queueDetailPage(root, vhost, name) {
     queueList,
     h('h1', {}, 'Queue ', h('span', { class: 'mono', dataset: { name: '' } }, name), h('span', { class: 'sub' }, `in virtual host ${vhost}`)),
     h('div', { class: 'grid2' }, h('section', { class: 'panel' }, h('h2', {}, 'Details'), props), h('section', { class: 'panel' }, h('h2', {}, 'Messages'), depth)),
-    h('section', { class: 'panel', style: 'margin-top:14px' }, h('h2', {}, 'Consumers'), consumers.el),
-    h('section', { class: 'panel' }, h('h2', {}, 'Bindings'), bindings.el, h('h2', { style: 'margin-top:12px' }, 'Add binding to this queue'), bindForm),
-    h('section', { class: 'panel' }, h('h2', {}, 'Get messages'), getForm, messages),
-    h('section', { class: 'panel' }, h('h2', {}, 'Publish message'), h('p', { class: 'hint' }, `Published through the default exchange with routing key "${name}".`), publishForm({ vhost, exchange: '', fixedKey: name })),
-    h('section', { class: 'panel' }, h('h2', {}, 'Move messages'), h('p', { class: 'hint' }, 'Spread this queue\'s backlog over one or more queues.'), moveForm),
-    h('section', { class: 'panel' }, h('h2', {}, 'Purge and delete'), h('div', { class: 'toolbar' }, purge), delForm),
+    h(
+      'div',
+      { class: 'grid2 spaced' },
+      h('section', { class: 'panel' }, h('h2', {}, 'Consumers'), consumers.el),
+      h('section', { class: 'panel' }, h('h2', {}, 'Bindings'), bindings.el, h('h2', { style: 'margin-top:12px' }, 'Add binding to this queue'), bindForm),
+    ),
+    h('section', { class: 'panel spaced' }, h('h2', {}, 'Get messages'), getForm, messages),
+    h(
+      'div',
+      { class: 'grid2 spaced' },
+      h('section', { class: 'panel' }, h('h2', {}, 'Publish message'), h('p', { class: 'hint' }, `Published through the default exchange with routing key "${name}".`), publishForm({ vhost, exchange: '', fixedKey: name })),
+      h(
+        'div',
+        { class: 'stack' },
+        h('section', { class: 'panel' }, h('h2', {}, 'Move messages'), h('p', { class: 'hint' }, 'Spread this queue\'s backlog over one or more queues.'), moveForm),
+        h('section', { class: 'panel' }, h('h2', {}, 'Purge and delete'), h('div', { class: 'toolbar' }, purge), delForm),
+      ),
+    ),
   );
   let listsLoaded = false;
   return {

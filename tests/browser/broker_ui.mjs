@@ -77,8 +77,13 @@ function step(name, fn) {
   steps.push({ name, fn });
 }
 
+/** Screenshot of the whole page; the viewport grows to it so the sticky header stays on top. */
 async function shot(page, name) {
-  await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+  const viewport = page.viewportSize();
+  const height = await page.evaluate(() => document.documentElement.scrollHeight);
+  await page.setViewportSize({ width: viewport.width, height: Math.max(viewport.height, Math.min(height, 6000)) });
+  await page.screenshot({ path: path.join(SHOTS, `${name}.png`) });
+  await page.setViewportSize(viewport);
 }
 
 // ------------------------------------------------------------ page helpers
