@@ -242,9 +242,9 @@ function banner(kind, text, ttlMs) {
     h('div', { class: 'text' }, text),
     h('button', { type: 'button', 'aria-label': 'Dismiss', onclick: () => el.remove() }, '×'),
   );
-  // Same text again replaces the old banner instead of stacking.
+  // A notice replaces the previous notice; an error replaces the same error.
   for (const old of box.querySelectorAll('.banner')) {
-    if (old.querySelector('.text').textContent === text) old.remove();
+    if ((kind === 'notice' && old.classList.contains('notice')) || old.querySelector('.text').textContent === text) old.remove();
   }
   box.append(el);
   if (ttlMs) setTimeout(() => el.remove(), ttlMs);
@@ -431,7 +431,8 @@ function clientList(table, pick) {
   const count = h('span', { class: 'muted', dataset: { count: '' } });
   const update = () => {
     const shown = table.sortedRows().length;
-    count.textContent = shown === table.rows.length ? `${fmtNum(shown)} items` : `${fmtNum(shown)} of ${fmtNum(table.rows.length)} items`;
+    const items = (n) => `${fmtNum(n)} ${n === 1 ? 'item' : 'items'}`;
+    count.textContent = shown === table.rows.length ? items(shown) : `${fmtNum(shown)} of ${items(table.rows.length)}`;
   };
   const box = filterBox((text, rx) => {
     table.setFilter(nameMatcher(text, rx, pick));
@@ -693,7 +694,7 @@ function connectionsPage(root) {
   clear(root, h('h1', {}, 'Connections'), h('section', { class: 'panel' }, list.el));
   return {
     async refresh() {
-      list.setRows(await api('GET', vhostPath('/connections')));
+      list.setRows(await api('GET', state.vhost ? `/vhosts/${enc(state.vhost)}/connections` : '/connections'));
     },
   };
 }
@@ -729,7 +730,7 @@ function channelsPage(root) {
   clear(root, h('h1', {}, 'Channels'), h('section', { class: 'panel' }, list.el));
   return {
     async refresh() {
-      list.setRows(await api('GET', vhostPath('/channels')));
+      list.setRows(await api('GET', state.vhost ? `/vhosts/${enc(state.vhost)}/channels` : '/channels'));
     },
   };
 }

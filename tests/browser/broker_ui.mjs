@@ -156,6 +156,9 @@ step('log in and see the overview charts', async () => {
 
 step('create a queue', async () => {
   await addQueue(SRC);
+  await until(`queue ${SRC} in the list of all vhosts`, () => queueRow(SRC).count(), (n) => n === 1);
+  // From here on the lists are those of vhost "/" (the /api/queues/%2F form).
+  await page.locator('#vhost-select').selectOption('/');
   await filterQueues(prefix);
   await until(`queue ${SRC} in the list`, () => queueRow(SRC).count(), (n) => n === 1);
   await expectText(page.locator('main [data-count]'), /^1–1 of 1 matching/, 'filtered count');
