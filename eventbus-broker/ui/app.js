@@ -294,7 +294,7 @@ function onSubmit(form, context, handler) {
  */
 class DataTable {
   constructor({ columns, rowKey, empty = 'Nothing here.', server = false, onSort, sortKey, sortReverse = false, name }) {
-    this.columns = columns;
+    this.columns = columns.filter(Boolean);
     this.rowKey = rowKey;
     this.empty = empty;
     this.server = server;
@@ -654,8 +654,13 @@ function connectionsPage(root) {
     rowKey: (r) => r.name,
     sortKey: 'name',
     columns: [
-      { key: 'name', label: 'Name', wrap: true },
-      { key: 'vhost', label: 'Virtual host' },
+      {
+        key: 'name',
+        label: 'Name',
+        wrap: true,
+        render: (r) => [r.name, r.client_properties?.connection_name ? h('div', { class: 'muted', dataset: { connectionName: '' } }, r.client_properties.connection_name) : null],
+      },
+      !state.vhost && { key: 'vhost', label: 'Virtual host' },
       { key: 'user', label: 'User' },
       { key: 'client', label: 'Client', value: (r) => clientName(r), render: (r) => clientName(r) },
       { key: 'protocol', label: 'Protocol' },
@@ -690,7 +695,7 @@ function connectionsPage(root) {
     ],
     empty: 'No connections.',
   });
-  const list = clientList(table);
+  const list = clientList(table, (r) => `${r.name} ${r.client_properties?.connection_name ?? ''}`);
   clear(root, h('h1', {}, 'Connections'), h('section', { class: 'panel' }, list.el));
   return {
     async refresh() {
@@ -713,7 +718,7 @@ function channelsPage(root) {
     sortKey: 'name',
     columns: [
       { key: 'name', label: 'Channel', wrap: true },
-      { key: 'vhost', label: 'Virtual host' },
+      !state.vhost && { key: 'vhost', label: 'Virtual host' },
       { key: 'user', label: 'User' },
       { key: 'mode', label: 'Mode', value: (r) => channelMode(r), render: (r) => channelMode(r) },
       { key: 'prefetch_count', label: 'Prefetch', num: true, render: (r) => fmtNum(r.prefetch_count) },
@@ -747,7 +752,7 @@ function exchangesPage(root) {
     rowKey: (r) => `${r.vhost}\u0000${r.name}`,
     sortKey: 'name',
     columns: [
-      { key: 'vhost', label: 'Virtual host' },
+      !state.vhost && { key: 'vhost', label: 'Virtual host' },
       { key: 'name', label: 'Name', render: (r) => h('a', { href: exchangeRoute(r.vhost, r.name) }, exchangeLabel(r.name)) },
       { key: 'type', label: 'Type' },
       { key: 'features', label: 'Features', nosort: true, render: (r) => featureTags(r) },
@@ -803,7 +808,7 @@ function queuesPage(root) {
       refreshNow();
     },
     columns: [
-      { key: 'vhost', label: 'Virtual host' },
+      !state.vhost && { key: 'vhost', label: 'Virtual host' },
       { key: 'name', label: 'Name', render: (r) => h('a', { href: queueRoute(r.vhost, r.name) }, r.name) },
       { key: 'type', label: 'Type', render: (r) => r.type ?? 'classic' },
       { key: 'features', label: 'Features', nosort: true, render: (r) => featureTags(r) },

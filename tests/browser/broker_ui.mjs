@@ -7,7 +7,8 @@
 // page error or unexpected console error fails the run.
 //
 // Env: BASE_URL (required; the broker's management listener, or the dev
-// server), MQ_USER / MQ_PASS (default guest/guest), SCREENSHOT_DIR (default
+// server), AMQP_URL (required; the same broker's AMQP listener, for the
+// connection/consumer step), MQ_USER / MQ_PASS (default guest/guest), SCREENSHOT_DIR (default
 // ./screenshots), CHROMIUM (default /usr/bin/chromium), STEP_TIMEOUT_MS
 // (default 30000). Exits non-zero with the failing step and reason.
 
@@ -34,6 +35,14 @@ try {
 } catch (e) {
   die(`playwright-core is not installed (npm ci --prefix tests/browser): ${e.message}`);
 }
+const AMQP_URL = process.env.AMQP_URL ?? '';
+if (!AMQP_URL) die('AMQP_URL is not set (the same broker\'s AMQP listener, e.g. amqp://guest:guest@127.0.0.1:5673/%2F)');
+let amqp;
+try {
+  amqp = (await import('amqplib')).default;
+} catch (e) {
+  die(`amqplib is not installed (npm ci --prefix tests/browser): ${e.message}`);
+}
 mkdirSync(SHOTS, { recursive: true });
 
 const AUTH = `Basic ${Buffer.from(`${USER}:${PASS}`).toString('base64')}`;
@@ -42,6 +51,7 @@ const SRC = `${prefix}-src`;
 const DST1 = `${prefix}-dst1`;
 const DST2 = `${prefix}-dst2`;
 const TEST_USER = `${prefix}-user`;
+const CONSUMED = `${prefix}-consumed`;
 
 // ------------------------------------------------------------ harness
 
@@ -303,13 +313,49 @@ step('admin: add a user, set permissions, delete the user', async () => {
   await until('the user to disappear', () => userRow.count(), (n) => n === 0);
 });
 
-step('connections and channels pages render', async () => {
-  await gotoHash('#/connections', 'Connections');
-  await page.locator('table[data-table=connections] tbody tr').first().waitFor({ timeout: TIMEOUT });
-  await shot(page, 'connections');
-  await gotoHash('#/channels', 'Channels');
-  await page.locator('table[data-table=channels] tbody tr').first().waitFor({ timeout: TIMEOUT });
-  await shot(page, 'channels');
+step('a live AMQP consumer shows in connections, channels and the queue page; close it from the UI', async () => {
+  const conn = await amqp.connect(AMQP_URL, { clientProperties: { connection_name: `${prefix}-conn` } });
+  let closed = false;
+  conn.on('error', () => {}); // the forced close below arrives as an error event
+  conn.on('close', () => {
+    closed = true;
+  });
+  try {
+    const ch = await conn.createChannel();
+    await ch.prefetch(7);
+    await ch.assertQueue(CONSUMED, { exclusive: true });
+    await ch.consume(CONSUMED, () => {}, { noAck: false, consumerTag: `${prefix}-tag` });
+
+    await gotoHash('#/connections', 'Connections');
+    await page.locator('main input[name=filter]').fill(`${prefix}-conn`);
+    const connRow = page.locator('table[data-table=connections] tbody tr').filter({ hasText: `${prefix}-conn` });
+    await until('our connection in the list', () => connRow.count(), (n) => n === 1);
+    await expectText(connRow.locator('td[data-col=user]'), USER, 'connection user');
+    await expectText(connRow.locator('td[data-col=channels]'), '1', 'channel count of the connection');
+    const connName = (await connRow.locator('td[data-col=name]').innerText()).split('\n')[0].trim();
+    await shot(page, 'connections');
+
+    await gotoHash('#/channels', 'Channels');
+    await page.locator('main input[name=filter]').fill(connName);
+    const chanRow = page.locator('table[data-table=channels] tbody tr').first();
+    await expectText(chanRow.locator('td[data-col=consumer_count]'), '1', 'consumer count of the channel');
+    await expectText(chanRow.locator('td[data-col=prefetch_count]'), '7', 'prefetch of the channel');
+    await shot(page, 'channels');
+
+    await openQueue(CONSUMED);
+    const consumer = page.locator('table[data-table=consumers] tbody tr').filter({ hasText: `${prefix}-tag` });
+    await until('the consumer on the queue page', () => consumer.count(), (n) => n === 1);
+    await expectText(consumer.locator('td[data-col=ack_required]'), 'yes', 'consumer ack mode');
+    await expectText(consumer.locator('td[data-col=prefetch_count]'), '7', 'consumer prefetch');
+
+    await gotoHash('#/connections', 'Connections');
+    await page.locator('main input[name=filter]').fill(`${prefix}-conn`);
+    await connRow.getByRole('button', { name: 'Close' }).click();
+    await until('the client to see its connection closed', () => closed, (c) => c === true);
+    await until('the connection to leave the list', () => connRow.count(), (n) => n === 0);
+  } finally {
+    if (!closed) await conn.close().catch(() => {});
+  }
 });
 
 step('log out', async () => {
@@ -323,7 +369,7 @@ step('log out', async () => {
 
 async function cleanup() {
   const call = (method, p) => fetch(`${BASE_URL}/api${p}`, { method, headers: { Authorization: AUTH } }).catch(() => null);
-  await Promise.all([SRC, DST1, DST2].map((q) => call('DELETE', `/queues/%2F/${encodeURIComponent(q)}`)));
+  await Promise.all([SRC, DST1, DST2, CONSUMED].map((q) => call('DELETE', `/queues/%2F/${encodeURIComponent(q)}`)));
   await call('DELETE', `/users/${encodeURIComponent(TEST_USER)}`);
 }
 
