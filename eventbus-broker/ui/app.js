@@ -91,7 +91,13 @@ function h(tag, attrs, ...children) {
     if (k.startsWith('on') && typeof v === 'function') el.addEventListener(k.slice(2), v);
     else if (k === 'class') el.className = v;
     else if (k === 'dataset') Object.assign(el.dataset, v);
-    else if (k === 'value' || k === 'checked' || k === 'selected') el[k] = v;
+    else if (k === 'value' || k === 'checked' || k === 'selected') {
+      el[k] = v;
+      // Also as the default, so form.reset() returns to it.
+      if (k === 'value' && tag === 'input') el.setAttribute('value', v);
+      if (k === 'checked') el.defaultChecked = v;
+      if (k === 'selected') el.defaultSelected = v;
+    }
     else el.setAttribute(k, v === true ? '' : v);
   }
   append(el, children);
@@ -931,6 +937,7 @@ function publishForm({ vhost, exchange, fixedKey, repeat }) {
         payload_encoding: 'string',
       });
       if (res?.routed) routed++;
+      if (n > 1 && i % 50 === 0) result.textContent = `publishing… ${fmtNum(i)} of ${fmtNum(n)}`;
     }
     const text = n === 1 ? (routed ? 'Message published and routed.' : 'Message published, but not routed to any queue.') : `Published ${fmtNum(n)} messages, ${fmtNum(routed)} routed.`;
     result.textContent = text;
@@ -1285,7 +1292,7 @@ function exchangeDetailPage(root, vhost, routeName) {
 
 function adminPage(root) {
   const refresh = () => refreshNow();
-  const delButton = (label, path, what) =>
+  const delButton = (label, path, what, after) =>
     h(
       'button',
       {
@@ -1296,6 +1303,7 @@ function adminPage(root) {
           try {
             await api('DELETE', path);
             notice(`Deleted ${what}`);
+            await after?.();
             refresh();
           } catch (e) {
             showError(e, 'Delete');
@@ -1326,7 +1334,7 @@ function adminPage(root) {
       { key: 'messages_ready', label: 'Ready', num: true, render: (r) => fmtNum(r.messages_ready) },
       { key: 'messages_unacknowledged', label: 'Unacked', num: true, render: (r) => fmtNum(r.messages_unacknowledged) },
       { key: 'messages', label: 'Total', num: true, render: (r) => fmtNum(r.messages) },
-      { key: 'actions', label: '', nosort: true, render: (r) => delButton('Delete', `/vhosts/${enc(r.name)}`, `virtual host ${r.name} and everything in it`) },
+      { key: 'actions', label: '', nosort: true, render: (r) => delButton('Delete', `/vhosts/${enc(r.name)}`, `virtual host ${r.name} and everything in it`, loadVhosts) },
     ],
     empty: 'No virtual hosts.',
   });
