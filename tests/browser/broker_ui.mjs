@@ -288,6 +288,20 @@ step('delete the queues', async () => {
   await expectText(page.locator('table[data-table=queues] tbody td.empty'), 'No queues match.', 'no test queues left');
 });
 
+step('exchanges list filters and sorts on the client', async () => {
+  await gotoHash('#/exchanges', 'Exchanges');
+  const names = () => page.locator('table[data-table=exchanges] tbody td[data-col=name]').allInnerTexts();
+  await page.locator('main input[name=filter]').fill('amq.');
+  const builtIn = ['amq.direct', 'amq.fanout', 'amq.topic'];
+  await until('the built-in amq.* exchanges, sorted by name', names, (n) => builtIn.every((b) => n.includes(b)) && n.every((x) => x.startsWith('amq.')) && n.join() === [...n].sort((a, b) => a.localeCompare(b)).join());
+  const typeHeader = page.locator('table[data-table=exchanges] th', { hasText: 'Type' });
+  await typeHeader.locator('button').click();
+  const types = () => page.locator('table[data-table=exchanges] tbody td[data-col=type]').allInnerTexts();
+  await until('exchanges sorted by type', types, (t) => t.length >= 3 && t.join() === [...t].sort((a, b) => a.localeCompare(b)).join());
+  await expectText(page.locator('main [data-count]'), /^\d+ of \d+ items$/, 'filtered count');
+  await shot(page, 'exchanges');
+});
+
 step('admin: add a user, set permissions, delete the user', async () => {
   await gotoHash('#/admin', 'Admin');
   await page.getByText('Add or update a user').click();
