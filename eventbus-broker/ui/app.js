@@ -90,6 +90,7 @@ function h(tag, attrs, ...children) {
     if (v === undefined || v === null || v === false) continue;
     if (k.startsWith('on') && typeof v === 'function') el.addEventListener(k.slice(2), v);
     else if (k === 'class') el.className = v;
+    else if (k === 'style') el.style.cssText = v; // CSSOM, allowed under a strict style-src CSP
     else if (k === 'dataset') Object.assign(el.dataset, v);
     else if (k === 'value' || k === 'checked' || k === 'selected') {
       el[k] = v;
@@ -603,7 +604,7 @@ function overviewPage(root) {
       h('section', { class: 'panel' }, h('h2', {}, 'Queued messages'), queuedChart),
       h('section', { class: 'panel' }, h('h2', {}, 'Message rates'), ratesChart),
     ),
-    h('div', { class: 'grid2', style: 'margin-top:14px' }, h('section', { class: 'panel' }, h('h2', {}, 'Node'), info), h('section', { class: 'panel' }, h('h2', {}, 'Listeners'), listeners.el)),
+    h('div', { class: 'grid2 spaced' }, h('section', { class: 'panel' }, h('h2', {}, 'Node'), info), h('section', { class: 'panel' }, h('h2', {}, 'Listeners'), listeners.el)),
   );
   return {
     async refresh() {
@@ -1132,7 +1133,7 @@ function queueDetailPage(root, vhost, name) {
       'div',
       { class: 'grid2 spaced' },
       h('section', { class: 'panel' }, h('h2', {}, 'Consumers'), consumers.el),
-      h('section', { class: 'panel' }, h('h2', {}, 'Bindings'), bindings.el, h('h2', { style: 'margin-top:12px' }, 'Add binding to this queue'), bindForm),
+      h('section', { class: 'panel' }, h('h2', {}, 'Bindings'), bindings.el, h('h2', { class: 'spaced' }, 'Add binding to this queue'), bindForm),
     ),
     h('section', { class: 'panel spaced' }, h('h2', {}, 'Get messages'), getForm, messages),
     h(
@@ -1261,8 +1262,8 @@ function exchangeDetailPage(root, vhost, routeName) {
     h('h1', {}, 'Exchange ', h('span', { class: 'mono', dataset: { name: '' } }, exchangeLabel(name)), h('span', { class: 'sub' }, `in virtual host ${vhost}`)),
     h('section', { class: 'panel' }, h('h2', {}, 'Details'), props),
     h('div', { class: 'grid2' }, h('section', { class: 'panel' }, h('h2', {}, 'Bindings from this exchange'), outgoing.el), h('section', { class: 'panel' }, h('h2', {}, 'Bindings to this exchange'), incoming.el)),
-    name === '' ? null : h('section', { class: 'panel', style: 'margin-top:14px' }, h('h2', {}, 'Add binding from this exchange'), bindForm),
-    h('section', { class: 'panel', style: name === '' ? 'margin-top:14px' : '' }, h('h2', {}, 'Publish message'), publishForm({ vhost, exchange: name, repeat: true })),
+    name === '' ? null : h('section', { class: 'panel spaced' }, h('h2', {}, 'Add binding from this exchange'), bindForm),
+    h('section', { class: name === '' ? 'panel spaced' : 'panel' }, h('h2', {}, 'Publish message'), publishForm({ vhost, exchange: name, repeat: true })),
     h('section', { class: 'panel' }, h('h2', {}, 'Delete'), del, deletable ? null : h('span', { class: 'hint' }, ' built-in exchanges cannot be deleted')),
   );
   let listsLoaded = false;
@@ -1410,9 +1411,9 @@ function adminPage(root) {
   clear(
     root,
     h('h1', {}, 'Admin'),
-    h('section', { class: 'panel' }, h('h2', {}, 'Users'), userList.el, h('details', { class: 'panel', style: 'margin:10px 0 0' }, h('summary', {}, 'Add or update a user'), userForm)),
-    h('section', { class: 'panel' }, h('h2', {}, 'Virtual hosts'), vhostList.el, h('details', { class: 'panel', style: 'margin:10px 0 0' }, h('summary', {}, 'Add a virtual host'), vhostForm)),
-    h('section', { class: 'panel' }, h('h2', {}, 'Permissions'), permList.el, h('details', { class: 'panel', style: 'margin:10px 0 0' }, h('summary', {}, 'Set permissions'), permForm)),
+    h('section', { class: 'panel' }, h('h2', {}, 'Users'), userList.el, h('details', { class: 'panel inner' }, h('summary', {}, 'Add or update a user'), userForm)),
+    h('section', { class: 'panel' }, h('h2', {}, 'Virtual hosts'), vhostList.el, h('details', { class: 'panel inner' }, h('summary', {}, 'Add a virtual host'), vhostForm)),
+    h('section', { class: 'panel' }, h('h2', {}, 'Permissions'), permList.el, h('details', { class: 'panel inner' }, h('summary', {}, 'Set permissions'), permForm)),
   );
   return {
     async refresh() {

@@ -28,6 +28,10 @@ const STATIC = {
   '/app.js': ['app.js', 'text/javascript; charset=utf-8'],
   '/style.css': ['style.css', 'text/css; charset=utf-8'],
 };
+// The UI needs nothing beyond its own origin; serving it under this strict
+// policy makes any inline script/style or outside fetch a console error,
+// which fails the browser test.
+export const UI_CSP = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'";
 const MOVE_RX = /^\/api\/queues\/([^/]+)\/([^/]+)\/move$/;
 
 function arg(name, fallback) {
@@ -49,7 +53,7 @@ export function startDevServer({ port = 15680, target = 'http://127.0.0.1:15672'
         const [file, type] = STATIC[url.pathname];
         // Read on every request so edits show up on reload.
         const body = await readFile(path.join(UI_DIR, file));
-        res.writeHead(200, { 'content-type': type, 'cache-control': 'no-store' });
+        res.writeHead(200, { 'content-type': type, 'cache-control': 'no-store', 'content-security-policy': UI_CSP });
         res.end(req.method === 'HEAD' ? undefined : body);
       } else {
         send(res, 404, { error: 'not_found', reason: 'Not Found' });
