@@ -136,7 +136,10 @@ const depth = (key) => page.locator(`dl.props dd[data-prop=${key}]`);
 
 step('failed log-in shows an error', async () => {
   allowHttpErrors = true; // the browser logs the 401 of the refused log-in
-  await page.goto(`${BASE_URL}/`);
+  const res = await page.goto(`${BASE_URL}/`);
+  if (!res || res.status() !== 200 || !/text\/html/.test(res.headers()['content-type'] ?? '')) {
+    throw new Error(`${BASE_URL}/ answered ${res?.status()} ${res?.headers()['content-type']}: the UI's index.html is not served there`);
+  }
   const form = page.locator('form[data-form=login]');
   await form.locator('[name=username]').fill(USER);
   await form.locator('[name=password]').fill(`${PASS}-wrong`);
