@@ -506,8 +506,9 @@ function lineChart(container, series, { windowMs = 600000, format = fmtNum } = {
   const stepMs = windowMs / 5;
   for (let i = 0; i <= 5; i++) {
     const t = t0 + i * stepMs;
-    const mins = Math.round((now - t) / 60000);
-    axis.append(s('text', { x: x(t), y: H - 6, 'text-anchor': i === 0 ? 'start' : i === 5 ? 'end' : 'middle' }, i === 5 ? 'now' : `-${mins}m`));
+    const secs = Math.round((now - t) / 1000);
+    const label = secs < 120 ? `-${secs}s` : `-${Math.round(secs / 60)}m`;
+    axis.append(s('text', { x: x(t), y: H - 6, 'text-anchor': i === 0 ? 'start' : i === 5 ? 'end' : 'middle' }, i === 5 ? 'now' : label));
   }
   svg.append(grid, axis);
   let drawn = 0;
@@ -565,14 +566,17 @@ function recordOverview(ov) {
   const ms = ov.message_stats || {};
   const qt = ov.queue_totals || {};
   const counters = { publish: ms.publish ?? 0, deliver_get: ms.deliver_get ?? 0, ack: ms.ack ?? 0 };
+  // Without the server's `*_details.rate`, rates come from counter deltas
+  // over at least a second (polls closer together would give noise).
+  const dt = history.last ? (now - history.last.t) / 1000 : 0;
   const rates = {};
   for (const k of Object.keys(counters)) {
     const given = ms[`${k}_details`]?.rate;
     if (typeof given === 'number') rates[k] = given;
-    else if (history.last && now > history.last.t) rates[k] = Math.max(0, (counters[k] - history.last.counters[k]) / ((now - history.last.t) / 1000));
-    else rates[k] = 0;
+    else if (dt >= 1) rates[k] = Math.max(0, (counters[k] - history.last.counters[k]) / dt);
+    else rates[k] = history.points.at(-1)?.rates[k] ?? 0;
   }
-  history.last = { t: now, counters };
+  if (!history.last || dt >= 1) history.last = { t: now, counters };
   history.points.push({ t: now, ready: qt.messages_ready ?? 0, unacked: qt.messages_unacknowledged ?? 0, rates });
   const cutoff = now - 600000;
   while (history.points.length && history.points[0].t < cutoff) history.points.shift();
@@ -612,6 +616,7 @@ function overviewPage(root) {
       const rates = recordOverview(ov);
       const ot = ov.object_totals || {};
       const qt = ov.queue_totals || {};
+      const ms = ov.message_stats || {};
       const tile = (label, value, key) => h('div', { class: 'tile', dataset: { tile: key } }, h('div', { class: 'label' }, label), h('div', { class: 'value' }, value));
       clear(
         tiles,
@@ -627,11 +632,16 @@ function overviewPage(root) {
         tile('Ack', fmtRate(rates.ack), 'ack'),
       );
       const pts = history.points;
+      // Server samples cover 10 minutes; our own polls cover the time since
+      // the page opened, so their window grows from 1 up to 10 minutes.
+      const span = pts.length ? Date.now() - pts[0].t : 0;
+      const ownWindow = Math.min(600000, Math.max(60000, Math.ceil((span * 1.15) / 60000) * 60000));
+      const queuedSamples = samplesSeries(qt.messages_ready_details, false);
+      const rateSamples = samplesSeries(ms.publish_details, true);
       lineChart(queuedChart, [
         { name: 'Ready', points: samplesSeries(qt.messages_ready_details, false) ?? pts.map((p) => [p.t, p.ready]) },
         { name: 'Unacked', points: samplesSeries(qt.messages_unacknowledged_details, false) ?? pts.map((p) => [p.t, p.unacked]) },
-      ]);
-      const ms = ov.message_stats || {};
+      ], { windowMs: queuedSamples ? 600000 : ownWindow });
       lineChart(
         ratesChart,
         [
@@ -639,12 +649,12 @@ function overviewPage(root) {
           { name: 'Deliver / get', points: samplesSeries(ms.deliver_get_details, true) ?? pts.map((p) => [p.t, p.rates.deliver_get]) },
           { name: 'Ack', points: samplesSeries(ms.ack_details, true) ?? pts.map((p) => [p.t, p.rates.ack]) },
         ],
-        { format: (v) => `${v >= 100 ? nf.format(Math.round(v)) : nf1.format(v)}/s` },
+        { format: (v) => `${v >= 100 ? nf.format(Math.round(v)) : nf1.format(v)}/s`, windowMs: rateSamples ? 600000 : ownWindow },
       );
       const prop = (k, v) => [h('dt', {}, k), h('dd', {}, v ?? '–')];
       clear(
         info,
-        prop('Product', [ov.product_name, ov.product_version].filter(Boolean).join(' ')),
+        prop('Product', [ov.product_name, ov.product_version].filter(Boolean).join(' ') || undefined),
         prop('Node', ov.node),
         prop('Cluster', ov.cluster_name),
         prop('Management API', ov.management_version),
