@@ -898,11 +898,11 @@ function queuesPage(root) {
         q.set('name', view.name);
         q.set('use_regex', view.regex);
       }
-      let res = await api('GET', `${vhostPath('/queues')}?${q}`);
+      let res = pageOf(await api('GET', `${vhostPath('/queues')}?${q}`));
       if (res.page_count > 0 && view.page > res.page_count) {
         view.page = res.page_count;
         q.set('page', view.page);
-        res = await api('GET', `${vhostPath('/queues')}?${q}`);
+        res = pageOf(await api('GET', `${vhostPath('/queues')}?${q}`));
       }
       table.setRows(res.items || []);
       const from = res.item_count ? (res.page - 1) * res.page_size + 1 : 0;
@@ -913,6 +913,12 @@ function queuesPage(root) {
       next.disabled = view.page >= res.page_count;
     },
   };
+}
+
+/** A paginated list answer; a server that ignored `page` and sent the whole array counts as one page. */
+function pageOf(res) {
+  if (!Array.isArray(res)) return res;
+  return { items: res, page: 1, page_count: 1, page_size: res.length, item_count: res.length, filtered_count: res.length, total_count: res.length };
 }
 
 /** The publish form shared by queue and exchange detail pages. */
