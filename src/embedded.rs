@@ -26,10 +26,14 @@ pub struct EmbeddedBroker {
 }
 
 impl EmbeddedBroker {
-    /// Starts a broker on `127.0.0.1` (a free port) keeping its data in `data_dir`.
+    /// Starts a broker on `127.0.0.1` (a free port) keeping its data in `data_dir`, with
+    /// the management HTTP API on another free loopback port ([`management_url`]).
+    ///
+    /// [`management_url`]: EmbeddedBroker::management_url
     pub async fn start(data_dir: impl Into<PathBuf>) -> Result<Self, BoxError> {
         let config = Config {
             amqp_listen: ([127, 0, 0, 1], 0).into(),
+            management_listen: Some(([127, 0, 0, 1], 0).into()),
             data_dir: data_dir.into(),
             ..Config::default()
         };
@@ -45,6 +49,12 @@ impl EmbeddedBroker {
     /// `amqp://guest:guest@127.0.0.1:<port>/%2f` — for any AMQP client.
     pub fn amqp_url(&self) -> String {
         format!("amqp://guest:guest@{}/%2f", self.broker.amqp_addr())
+    }
+
+    /// `http://127.0.0.1:<port>` — the management HTTP API (RabbitMQ-compatible, under
+    /// `/api/`) and Prometheus metrics (`/metrics`); `None` when disabled.
+    pub fn management_url(&self) -> Option<String> {
+        self.broker.management_addr().map(|a| format!("http://{a}"))
     }
 
     /// The broker handle (users, vhosts, limits).

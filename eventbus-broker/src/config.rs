@@ -44,6 +44,51 @@ pub struct Config {
     pub disk_free_limit: u64,
     /// How often free disk space is checked, in milliseconds. Default 1000.
     pub disk_check_interval_ms: u64,
+    /// Management HTTP API (and `/metrics`) listen address; `None` (`"off"` in TOML and
+    /// the environment) disables it. Default `127.0.0.1:15673` (RabbitMQ owns 15672). A
+    /// broker whose `amqp_listen` port is 0 (tests) binds the default address on port 0
+    /// too, so parallel brokers never fight over it; give any other address to pin it.
+    #[serde(with = "optional_addr")]
+    pub management_listen: Option<SocketAddr>,
+    /// How often message counters are sampled to compute the API's `*_details.rate`
+    /// values, in milliseconds. Default 5000 (RabbitMQ's default sample interval).
+    pub management_rate_interval_ms: u64,
+}
+
+/// The default management listen address.
+pub const DEFAULT_MANAGEMENT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 15673);
+
+/// Parse a management listen setting: an address, or `off`/`none`/empty for disabled.
+///
+/// # Errors
+/// The text when it is neither.
+pub fn parse_optional_addr(s: &str) -> std::result::Result<Option<SocketAddr>, String> {
+    match s.trim() {
+        "" | "off" | "none" | "false" => Ok(None),
+        a => a
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("expected an address like 127.0.0.1:15673 or \"off\", got {s:?}")),
+    }
+}
+
+mod optional_addr {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(a) => s.collect_str(a),
+            None => s.serialize_str("off"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_optional_addr(&s).map_err(serde::de::Error::custom)
+    }
 }
 
 impl Default for Config {
@@ -62,6 +107,8 @@ impl Default for Config {
             memory_paging_ratio: 0.5,
             disk_free_limit: 50 * 1024 * 1024,
             disk_check_interval_ms: 1000,
+            management_listen: Some(DEFAULT_MANAGEMENT_LISTEN),
+            management_rate_interval_ms: 5000,
         }
     }
 }
@@ -101,6 +148,11 @@ impl Config {
                 "MEMORY_PAGING_RATIO" => self.memory_paging_ratio = p(&k, &v)?,
                 "DISK_FREE_LIMIT" => self.disk_free_limit = p(&k, &v)?,
                 "DISK_CHECK_INTERVAL_MS" => self.disk_check_interval_ms = p(&k, &v)?,
+                "MANAGEMENT_LISTEN" => {
+                    self.management_listen = parse_optional_addr(&v)
+                        .map_err(|e| Error::Config(format!("invalid value for {k}: {e}")))?
+                }
+                "MANAGEMENT_RATE_INTERVAL_MS" => self.management_rate_interval_ms = p(&k, &v)?,
                 "CONFIG" | "LOG" => {}
                 _ => return Err(Error::Config(format!("unknown environment variable {k}"))),
             }
@@ -134,10 +186,25 @@ impl Config {
                 self.memory_paging_ratio
             )));
         }
+        if self.management_rate_interval_ms == 0 {
+            return Err(Error::Config(
+                "management_rate_interval_ms must be >= 1".into(),
+            ));
+        }
         if self.disk_check_interval_ms == 0 {
             return Err(Error::Config("disk_check_interval_ms must be >= 1".into()));
         }
         Ok(())
+    }
+
+    /// The management address to bind: the configured one, or for a broker on an
+    /// ephemeral AMQP port with the default management address, the same IP on port 0.
+    pub fn effective_management_listen(&self) -> Option<SocketAddr> {
+        let m = self.management_listen?;
+        if m == DEFAULT_MANAGEMENT_LISTEN && self.amqp_listen.port() == 0 {
+            return Some(SocketAddr::new(m.ip(), 0));
+        }
+        Some(m)
     }
 
     /// The memory gauge level above which persistent bodies are paged out (`u64::MAX`:
@@ -164,6 +231,18 @@ mod tests {
             .unwrap();
         assert_eq!(c.channel_max, 10);
         assert!(Config::from_toml("bogus = 1").is_err());
+        assert_eq!(c.management_listen, Some(DEFAULT_MANAGEMENT_LISTEN));
+        let m = Config::from_toml("management_listen = \"off\"").unwrap();
+        assert_eq!(m.management_listen, None);
+        let m = Config::from_toml("management_listen = \"127.0.0.1:9000\"").unwrap();
+        assert_eq!(m.management_listen.unwrap().port(), 9000);
+        assert!(Config::from_toml("management_listen = \"nope\"").is_err());
+        c.apply_env([(
+            "EVENTBUS_BROKER_MANAGEMENT_LISTEN".to_owned(),
+            "none".to_owned(),
+        )])
+        .unwrap();
+        assert_eq!(c.management_listen, None);
         c.frame_max = 100;
         assert!(c.validate().is_err());
     }

@@ -1,0 +1,1 @@
+// placeholder: the management UI script replaces this file
