@@ -45,9 +45,11 @@ pub struct Config {
     /// How often free disk space is checked, in milliseconds. Default 1000.
     pub disk_check_interval_ms: u64,
     /// Management HTTP API (and `/metrics`) listen address; `None` (`"off"` in TOML and
-    /// the environment) disables it. Default `127.0.0.1:15673` (RabbitMQ owns 15672). A
-    /// broker whose `amqp_listen` port is 0 (tests) binds the default address on port 0
-    /// too, so parallel brokers never fight over it; give any other address to pin it.
+    /// the environment) disables it. Default `127.0.0.1:15673` (RabbitMQ owns 15672). Left
+    /// at the default, the port follows the AMQP port as RabbitMQ's do (AMQP port + 10000:
+    /// 5673 → 15673), and an ephemeral AMQP port (0) gives an ephemeral management port,
+    /// so brokers on different AMQP ports never fight over it; see
+    /// [`Config::effective_management_listen`].
     #[serde(with = "optional_addr")]
     pub management_listen: Option<SocketAddr>,
     /// How often message counters are sampled to compute the API's `*_details.rate`
@@ -197,14 +199,18 @@ impl Config {
         Ok(())
     }
 
-    /// The management address to bind: the configured one, or for a broker on an
-    /// ephemeral AMQP port with the default management address, the same IP on port 0.
+    /// The management address to bind: the configured one; left at the default, on the
+    /// AMQP port + 10000 (port 0 when the AMQP port is 0 or above 55535).
     pub fn effective_management_listen(&self) -> Option<SocketAddr> {
         let m = self.management_listen?;
-        if m == DEFAULT_MANAGEMENT_LISTEN && self.amqp_listen.port() == 0 {
-            return Some(SocketAddr::new(m.ip(), 0));
+        if m != DEFAULT_MANAGEMENT_LISTEN {
+            return Some(m);
         }
-        Some(m)
+        let port = match self.amqp_listen.port() {
+            p @ 1..=55535 => p + 10000,
+            _ => 0,
+        };
+        Some(SocketAddr::new(m.ip(), port))
     }
 
     /// The memory gauge level above which persistent bodies are paged out (`u64::MAX`:
@@ -232,6 +238,20 @@ mod tests {
         assert_eq!(c.channel_max, 10);
         assert!(Config::from_toml("bogus = 1").is_err());
         assert_eq!(c.management_listen, Some(DEFAULT_MANAGEMENT_LISTEN));
+        assert_eq!(
+            c.effective_management_listen().unwrap().port(),
+            16000,
+            "AMQP port + 10000"
+        );
+        assert_eq!(
+            Config::default().effective_management_listen(),
+            Some(DEFAULT_MANAGEMENT_LISTEN)
+        );
+        let mut e = Config::default();
+        e.amqp_listen.set_port(0);
+        assert_eq!(e.effective_management_listen().unwrap().port(), 0);
+        e.management_listen = Some("127.0.0.1:9999".parse().unwrap());
+        assert_eq!(e.effective_management_listen().unwrap().port(), 9999);
         let m = Config::from_toml("management_listen = \"off\"").unwrap();
         assert_eq!(m.management_listen, None);
         let m = Config::from_toml("management_listen = \"127.0.0.1:9000\"").unwrap();

@@ -357,6 +357,13 @@ async fn malformed_bodies_are_400_naming_the_field() {
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(v["reason"], "queues[1].name: missing");
+    // axum's own rejections (undecodable path or query) get the same JSON shape
+    let (s, v) = b.req(Method::GET, "/api/queues/%FF%FE/q", None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(v["error"], "bad_request", "{v}");
+    let (s, v) = b.req(Method::GET, "/api/queues?page=%FF", None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(v["error"], "bad_request", "{v}");
     // an inequivalent redeclare is refused like RabbitMQ (400 with the AMQP text)
     let (s, v) = b
         .req(

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::render::{self, NODE};
 use super::snapshot::{self, Vhosts};
-use super::{list_response, ApiError, ApiResult, AppState, Caller, ListQuery};
+use super::{list_lazy, list_response, offload, ApiError, ApiResult, AppState, Caller, ListQuery};
 use crate::auth::{Access, Permission};
 use crate::model::exchange::Dest;
 use crate::model::Message;
@@ -717,11 +717,12 @@ async fn list_exchanges(
     Query(q): Query<ListQuery>,
 ) -> ApiResult {
     let sc = scope(&state, &caller);
-    let items = snapshot::exchanges(&state.core, &sc, None)
-        .iter()
-        .map(render::exchange)
-        .collect();
-    list_response(items, &q)
+    let st = state.clone();
+    offload(&state, move || {
+        let xs = snapshot::exchanges(&st.core, &sc, None);
+        list_lazy(xs, |x| x.name.as_str(), |x| render::exchange(&x), &q)
+    })
+    .await?
 }
 
 async fn list_exchanges_vhost(
@@ -731,11 +732,12 @@ async fn list_exchanges_vhost(
     Query(q): Query<ListQuery>,
 ) -> ApiResult {
     let sc = scope_one(&state, &caller, &vhost)?;
-    let items = snapshot::exchanges(&state.core, &sc, None)
-        .iter()
-        .map(render::exchange)
-        .collect();
-    list_response(items, &q)
+    let st = state.clone();
+    offload(&state, move || {
+        let xs = snapshot::exchanges(&st.core, &sc, None);
+        list_lazy(xs, |x| x.name.as_str(), |x| render::exchange(&x), &q)
+    })
+    .await?
 }
 
 async fn get_exchange(
@@ -943,14 +945,31 @@ fn render_queues(state: &AppState, qs: &[snapshot::QueueSnap], details: bool) ->
         .collect()
 }
 
+/// Snapshot the queues of `sc`, then filter, sort and render (only the page shown).
+fn queue_list(state: &AppState, sc: &Vhosts, q: &ListQuery) -> ApiResult {
+    let qs = snapshot::queues(&state.core, sc, None);
+    let rates = state.rates();
+    let conns = if qs.iter().any(|q| q.owner.is_some()) {
+        snapshot::connections(&state.core)
+    } else {
+        Vec::new()
+    };
+    list_lazy(
+        qs,
+        |q| q.name.as_str(),
+        |q| render::queue(&q, &rates.queue(&q.vhost, &q.name), &conns, false),
+        q,
+    )
+}
+
 async fn list_queues(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<ListQuery>,
 ) -> ApiResult {
     let sc = scope(&state, &caller);
-    let qs = snapshot::queues(&state.core, &sc, None);
-    list_response(render_queues(&state, &qs, false), &q)
+    let st = state.clone();
+    offload(&state, move || queue_list(&st, &sc, &q)).await?
 }
 
 async fn list_queues_vhost(
@@ -960,8 +979,8 @@ async fn list_queues_vhost(
     Query(q): Query<ListQuery>,
 ) -> ApiResult {
     let sc = scope_one(&state, &caller, &vhost)?;
-    let qs = snapshot::queues(&state.core, &sc, None);
-    list_response(render_queues(&state, &qs, false), &q)
+    let st = state.clone();
+    offload(&state, move || queue_list(&st, &sc, &q)).await?
 }
 
 async fn get_queue(
@@ -1236,7 +1255,11 @@ async fn list_bindings(
     Query(q): Query<ListQuery>,
 ) -> ApiResult {
     let sc = scope(&state, &caller);
-    list_response(bindings_where(&state, &sc, |_| true), &q)
+    let st = state.clone();
+    offload(&state, move || {
+        list_response(bindings_where(&st, &sc, |_| true), &q)
+    })
+    .await?
 }
 
 async fn list_bindings_vhost(
@@ -1246,7 +1269,11 @@ async fn list_bindings_vhost(
     Query(q): Query<ListQuery>,
 ) -> ApiResult {
     let sc = scope_one(&state, &caller, &vhost)?;
-    list_response(bindings_where(&state, &sc, |_| true), &q)
+    let st = state.clone();
+    offload(&state, move || {
+        list_response(bindings_where(&st, &sc, |_| true), &q)
+    })
+    .await?
 }
 
 fn dest_kind(kind: &str) -> Result<bool, ApiError> {
@@ -1446,13 +1473,9 @@ async fn close_connection(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("Closed via management plugin");
     let reason: String = reason.chars().take(200).collect();
-    let id = c.id;
     state
         .core
-        .close_where(320, &format!("CONNECTION_FORCED - {reason}"), |h| {
-            Arc::ptr_eq(&h.info, &c.info)
-        });
-    let _ = id;
+        .close_where(320, &reason, |h| Arc::ptr_eq(&h.info, &c.info));
     no_content()
 }
 
@@ -1530,7 +1553,11 @@ fn consumers_in(state: &AppState, sc: &Vhosts) -> Vec<Value> {
 
 async fn list_consumers(State(state): State<AppState>, caller: Caller) -> ApiResult {
     let sc = scope(&state, &caller);
-    ok_json(Value::Array(consumers_in(&state, &sc)))
+    let st = state.clone();
+    offload(&state, move || {
+        ok_json(Value::Array(consumers_in(&st, &sc)))
+    })
+    .await?
 }
 
 async fn list_consumers_vhost(

@@ -12,7 +12,8 @@ use super::{ApiError, ApiResult, AppState, Caller};
 use crate::auth::users::HASHING_ALGORITHM;
 use crate::auth::User;
 use crate::model::exchange::Dest;
-use crate::model::{Core, State as CoreState};
+use crate::model::Core;
+use crate::storage::Definitions;
 
 /// A hash we can check: RabbitMQ's salted SHA-256 (4-byte salt + 32-byte digest).
 ///
@@ -33,69 +34,67 @@ pub(super) fn check_hash(hash: &str, algorithm: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Everything (or one vhost's objects) as a definitions document.
-fn export(st: &CoreState, only: Option<&str>) -> Value {
-    let mut queues = Vec::new();
-    let mut exchanges = Vec::new();
-    let mut bindings = Vec::new();
-    for vh in st
-        .vhosts
-        .values()
-        .filter(|v| only.is_none_or(|o| o == v.name))
-    {
-        let with_vhost = |mut v: Value| {
-            if only.is_none() {
-                v["vhost"] = json!(vh.name);
-            }
-            v
-        };
-        let mut qs: Vec<&crate::model::Queue> = vh
-            .queues
-            .values()
-            .filter(|q| q.durable && q.exclusive_owner.is_none())
-            .collect();
-        qs.sort_by(|a, b| a.name.cmp(&b.name));
-        for q in qs {
-            queues.push(with_vhost(json!({
-                "name": &*q.name,
-                "durable": true,
-                "auto_delete": q.auto_delete,
-                "arguments": table_to_json(&q.arguments),
-            })));
+/// Everything (or one vhost's objects) as a definitions document, rendered from a copy of
+/// the durable definitions taken under the lock ([`Core::definitions`]).
+fn export(d: &Definitions, only: Option<&str>) -> Value {
+    let keep = |v: &str| only.is_none_or(|o| o == v);
+    let with_vhost = |mut o: Value, vhost: &str| {
+        if only.is_none() {
+            o["vhost"] = json!(vhost);
         }
-        let mut xs: Vec<&crate::model::Exchange> = vh.exchanges.values().collect();
-        xs.sort_by(|a, b| a.name.cmp(&b.name));
-        for x in &xs {
-            if x.durable && !x.name.is_empty() && !x.name.starts_with("amq.") {
-                exchanges.push(with_vhost(json!({
+        o
+    };
+    let queues: Vec<Value> = d
+        .queues
+        .iter()
+        .filter(|q| keep(&q.vhost))
+        .map(|q| {
+            with_vhost(
+                json!({
+                    "name": q.name,
+                    "durable": true,
+                    "auto_delete": q.auto_delete,
+                    "arguments": table_to_json(&q.arguments),
+                }),
+                &q.vhost,
+            )
+        })
+        .collect();
+    let exchanges: Vec<Value> = d
+        .exchanges
+        .iter()
+        .filter(|x| keep(&x.vhost))
+        .map(|x| {
+            with_vhost(
+                json!({
                     "name": x.name,
-                    "type": x.kind.name(),
+                    "type": x.kind,
                     "durable": true,
                     "auto_delete": x.auto_delete,
                     "internal": x.internal,
                     "arguments": table_to_json(&x.arguments),
-                })));
-            }
-        }
-        for x in xs.iter().filter(|x| x.durable) {
-            for b in &x.bindings {
-                let durable_dest = match &b.dest {
-                    Dest::Queue(q) => vh.queues.get(q).is_some_and(|q| q.durable),
-                    Dest::Exchange(e) => vh.exchanges.get(e).is_some_and(|e| e.durable),
-                };
-                if !durable_dest {
-                    continue;
-                }
-                bindings.push(with_vhost(json!({
-                    "source": x.name,
-                    "destination": b.dest.name(),
-                    "destination_type": if matches!(b.dest, Dest::Queue(_)) { "queue" } else { "exchange" },
-                    "routing_key": b.key,
-                    "arguments": table_to_json(&b.args),
-                })));
-            }
-        }
-    }
+                }),
+                &x.vhost,
+            )
+        })
+        .collect();
+    let bindings: Vec<Value> = d
+        .bindings
+        .iter()
+        .filter(|b| keep(&b.vhost))
+        .map(|b| {
+            with_vhost(
+                json!({
+                    "source": b.source,
+                    "destination": b.destination,
+                    "destination_type": b.destination_type,
+                    "routing_key": b.routing_key,
+                    "arguments": table_to_json(&b.arguments),
+                }),
+                &b.vhost,
+            )
+        })
+        .collect();
     let mut doc = json!({
         "rabbit_version": RABBITMQ_API_VERSION,
         "rabbitmq_version": RABBITMQ_API_VERSION,
@@ -108,9 +107,9 @@ fn export(st: &CoreState, only: Option<&str>) -> Value {
         "bindings": bindings,
     });
     if only.is_none() {
-        doc["users"] = json!(st
+        doc["users"] = json!(d
             .users
-            .values()
+            .iter()
             .map(|u| json!({
                 "name": u.name,
                 "password_hash": u.password_hash,
@@ -119,14 +118,14 @@ fn export(st: &CoreState, only: Option<&str>) -> Value {
                 "limits": {},
             }))
             .collect::<Vec<_>>());
-        doc["vhosts"] = json!(st
+        doc["vhosts"] = json!(d
             .vhosts
-            .keys()
-            .map(|n| json!({"name": n, "limits": [], "metadata": {"description": "", "tags": []}}))
+            .iter()
+            .map(|v| json!({"name": v.name, "limits": [], "metadata": {"description": "", "tags": []}}))
             .collect::<Vec<_>>());
-        doc["permissions"] = json!(st
+        doc["permissions"] = json!(d
             .permissions
-            .values()
+            .iter()
             .map(|p| json!({
                 "user": p.user, "vhost": p.vhost,
                 "configure": p.configure, "write": p.write, "read": p.read,
@@ -160,8 +159,8 @@ pub(super) async fn export_all(
     axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> ApiResult {
     caller.require_admin()?;
-    let doc = export(&state.core.lock(), None);
-    download(doc, &q)
+    let defs = Core::definitions(&state.core.lock());
+    download(export(&defs, None), &q)
 }
 
 pub(super) async fn export_vhost(
@@ -171,13 +170,14 @@ pub(super) async fn export_vhost(
     axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> ApiResult {
     caller.require_admin()?;
-    let st = state.core.lock();
-    if !st.vhosts.contains_key(&vhost) {
-        return Err(ApiError::not_found());
-    }
-    let doc = export(&st, Some(&vhost));
-    drop(st);
-    download(doc, &q)
+    let defs = {
+        let st = state.core.lock();
+        if !st.vhosts.contains_key(&vhost) {
+            return Err(ApiError::not_found());
+        }
+        Core::definitions(&st)
+    };
+    download(export(&defs, Some(&vhost)), &q)
 }
 
 /// A validated import.

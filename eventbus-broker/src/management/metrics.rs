@@ -52,7 +52,11 @@ impl SyncLatency {
 
 /// Render every metric.
 pub async fn scrape(State(state): State<AppState>) -> Response {
-    let text = render(&state);
+    let st = state.clone();
+    let text = match super::offload(&state, move || render(&st)).await {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
     (
         [(
             header::CONTENT_TYPE,

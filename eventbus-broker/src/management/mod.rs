@@ -66,6 +66,9 @@ pub struct Mgmt {
     http_addr: SocketAddr,
     started: Instant,
     rates: RwLock<Arc<Rates>>,
+    /// Heavy work (snapshots and rendering of large lists, metrics) runs on the blocking
+    /// pool, one job at a time: listers never take more than one core from AMQP traffic.
+    heavy: tokio::sync::Semaphore,
 }
 
 type AppState = Arc<Mgmt>;
@@ -88,6 +91,7 @@ pub async fn serve(
         http_addr,
         started: Instant::now(),
         rates: RwLock::new(Arc::default()),
+        heavy: tokio::sync::Semaphore::new(1),
     });
     let sampler = tokio::spawn(sample_rates(
         state.clone(),
@@ -131,6 +135,22 @@ impl Mgmt {
     }
 }
 
+/// Run `f` (snapshot + render) on the blocking pool, one heavy job at a time, so that
+/// neither the lock wait nor the rendering occupies the runtime's workers.
+async fn offload<R: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce() -> R + Send + 'static,
+) -> Result<R, ApiError> {
+    let _permit = state
+        .heavy
+        .acquire()
+        .await
+        .map_err(|_| ApiError::internal("shutting down"))?;
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("render task failed: {e}")))
+}
+
 fn router(state: AppState) -> Router {
     api::routes()
         .route("/metrics", axum::routing::get(metrics::scrape))
@@ -139,6 +159,7 @@ fn router(state: AppState) -> Router {
         .route("/app.js", axum::routing::get(ui_js))
         .route("/style.css", axum::routing::get(ui_css))
         .fallback(not_found)
+        .layer(axum::middleware::map_response(json_rejections))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -159,6 +180,34 @@ async fn ui_css() -> Response {
 
 fn static_file(body: &'static str, content_type: &'static str) -> Response {
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+/// axum's own rejections (a path or query that does not decode, a body over the limit)
+/// are plain text: give them RabbitMQ's error JSON shape too.
+async fn json_rejections(resp: Response) -> Response {
+    let status = resp.status();
+    let plain = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("text/plain"));
+    if !status.is_client_error() || !plain {
+        return resp;
+    }
+    let body = axum::body::to_bytes(resp.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let reason = String::from_utf8_lossy(&body).into_owned();
+    let error = match status {
+        StatusCode::NOT_FOUND => "Object Not Found",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        _ => "bad_request",
+    };
+    (
+        status,
+        axum::Json(json!({"error": error, "reason": reason})),
+    )
+        .into_response()
 }
 
 async fn not_found(_req: Request) -> Response {
@@ -317,7 +366,7 @@ pub fn parse_basic_auth(h: &str) -> Option<(String, String)> {
 // ===== pagination, filtering, sorting =====
 
 /// The query parameters RabbitMQ's list endpoints take.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, Clone, serde::Deserialize)]
 #[serde(default)]
 struct ListQuery {
     page: Option<String>,
@@ -354,10 +403,26 @@ fn cmp_json(a: Option<&Value>, b: Option<&Value>) -> std::cmp::Ordering {
     }
 }
 
+/// [`list_lazy`] over already rendered items.
+fn list_response(items: Vec<Value>, q: &ListQuery) -> ApiResult {
+    list_lazy(
+        items,
+        |v| v.get("name").and_then(Value::as_str).unwrap_or(""),
+        |v| v,
+        q,
+    )
+}
+
 /// Filter by `name` (substring, or regex with `use_regex=true`), sort by `sort`
 /// (`sort_reverse`), and paginate when `page` is given (RabbitMQ's paged object) —
-/// otherwise a plain array.
-fn list_response(items: Vec<Value>, q: &ListQuery) -> ApiResult {
+/// otherwise a plain array. `items` come in their default order (by vhost and name);
+/// only the items shown are rendered, unless the sort key is a rendered field.
+fn list_lazy<T>(
+    items: Vec<T>,
+    name_of: impl Fn(&T) -> &str,
+    render: impl Fn(T) -> Value,
+    q: &ListQuery,
+) -> ApiResult {
     let total = items.len();
     let mut items = match q.name.as_deref().filter(|n| !n.is_empty()) {
         None => items,
@@ -372,57 +437,92 @@ fn list_response(items: Vec<Value>, q: &ListQuery) -> ApiResult {
                 let pat = pat.to_lowercase();
                 Box::new(move |s| s.to_lowercase().contains(&pat))
             };
-            items
-                .into_iter()
-                .filter(|v| v.get("name").and_then(Value::as_str).is_some_and(&matcher))
-                .collect()
+            items.into_iter().filter(|v| matcher(name_of(v))).collect()
         }
     };
-    if let Some(key) = q.sort.as_deref().filter(|s| !s.is_empty()) {
-        items.sort_by(|a, b| cmp_json(lookup(a, key), lookup(b, key)));
+    let paging = Paging::parse(q)?;
+    match q.sort.as_deref().filter(|s| !s.is_empty()) {
+        None => {}
+        Some("name") => items.sort_by(|a, b| name_of(a).cmp(name_of(b))),
+        Some(key) => {
+            let mut rendered: Vec<Value> = items.into_iter().map(render).collect();
+            rendered.sort_by(|a, b| cmp_json(lookup(a, key), lookup(b, key)));
+            if truthy(&q.sort_reverse) {
+                rendered.reverse();
+            }
+            return paging.respond(rendered, total, |v| v);
+        }
     }
     if truthy(&q.sort_reverse) {
         items.reverse();
     }
-    let Some(page) = &q.page else {
-        if q.page_size.is_some() {
-            return Err(ApiError::bad_request(
-                "page_size: only allowed together with page",
-            ));
-        }
-        return Ok(axum::Json(Value::Array(items)).into_response());
-    };
-    let page: usize = page
-        .parse()
-        .ok()
-        .filter(|p| *p >= 1)
-        .ok_or_else(|| ApiError::bad_request("page: must be a positive integer"))?;
-    let page_size: usize = match &q.page_size {
-        None => 100,
-        Some(s) => s
-            .parse::<u64>()
+    paging.respond(items, total, render)
+}
+
+/// `page` / `page_size` of a list request.
+#[derive(Debug)]
+struct Paging {
+    /// `None`: answer a plain array.
+    page: Option<(usize, usize)>,
+}
+
+impl Paging {
+    fn parse(q: &ListQuery) -> Result<Paging, ApiError> {
+        let Some(page) = &q.page else {
+            if q.page_size.is_some() {
+                return Err(ApiError::bad_request(
+                    "page_size: only allowed together with page",
+                ));
+            }
+            return Ok(Paging { page: None });
+        };
+        let page: usize = page
+            .parse()
             .ok()
             .filter(|p| *p >= 1)
-            .map(|p| usize::try_from(p).unwrap_or(usize::MAX).min(MAX_PAGE_SIZE))
-            .ok_or_else(|| ApiError::bad_request("page_size: must be a positive integer"))?,
-    };
-    let filtered = items.len();
-    let page_count = filtered.div_ceil(page_size).max(1);
-    if page > page_count {
-        return Err(ApiError::bad_request(format!(
-            "page: page out of range ({page} > {page_count})"
-        )));
+            .ok_or_else(|| ApiError::bad_request("page: must be a positive integer"))?;
+        let page_size: usize = match &q.page_size {
+            None => 100,
+            Some(s) => s
+                .parse::<u64>()
+                .ok()
+                .filter(|p| *p >= 1)
+                .map(|p| usize::try_from(p).unwrap_or(usize::MAX).min(MAX_PAGE_SIZE))
+                .ok_or_else(|| ApiError::bad_request("page_size: must be a positive integer"))?,
+        };
+        Ok(Paging {
+            page: Some((page, page_size)),
+        })
     }
-    let start = (page - 1) * page_size;
-    let slice: Vec<Value> = items.into_iter().skip(start).take(page_size).collect();
-    Ok(axum::Json(json!({
-        "filtered_count": filtered,
-        "item_count": slice.len(),
-        "items": slice,
-        "page": page,
-        "page_count": page_count,
-        "page_size": page_size,
-        "total_count": total,
-    }))
-    .into_response())
+
+    fn respond<T>(self, items: Vec<T>, total: usize, render: impl Fn(T) -> Value) -> ApiResult {
+        let Some((page, page_size)) = self.page else {
+            let all: Vec<Value> = items.into_iter().map(render).collect();
+            return Ok(axum::Json(Value::Array(all)).into_response());
+        };
+        let filtered = items.len();
+        let page_count = filtered.div_ceil(page_size).max(1);
+        if page > page_count {
+            return Err(ApiError::bad_request(format!(
+                "page: page out of range ({page} > {page_count})"
+            )));
+        }
+        let start = (page - 1) * page_size;
+        let slice: Vec<Value> = items
+            .into_iter()
+            .skip(start)
+            .take(page_size)
+            .map(render)
+            .collect();
+        Ok(axum::Json(json!({
+            "filtered_count": filtered,
+            "item_count": slice.len(),
+            "items": slice,
+            "page": page,
+            "page_count": page_count,
+            "page_size": page_size,
+            "total_count": total,
+        }))
+        .into_response())
+    }
 }

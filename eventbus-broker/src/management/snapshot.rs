@@ -375,7 +375,8 @@ pub fn sample(core: &Core) -> Sample {
 /// Per-second rates of [`FIELDS`] between the last two samples.
 #[derive(Debug, Default)]
 pub struct Rates {
-    queues: HashMap<(String, String), [f64; FIELDS.len()]>,
+    /// By vhost, then queue name (looked up by `&str`, no allocation per queue).
+    queues: HashMap<String, HashMap<String, [f64; FIELDS.len()]>>,
     vhosts: HashMap<String, [f64; FIELDS.len()]>,
 }
 
@@ -396,11 +397,17 @@ impl Rates {
     pub fn between(prev: &Sample, cur: &Sample) -> Rates {
         let secs = cur.at.duration_since(prev.at).as_secs_f64().max(0.001);
         Rates {
-            queues: cur
-                .queues
-                .iter()
-                .filter_map(|(k, v)| prev.queues.get(k).map(|p| (k.clone(), diff(p, v, secs))))
-                .collect(),
+            queues: {
+                let mut m: HashMap<String, HashMap<String, [f64; FIELDS.len()]>> = HashMap::new();
+                for ((vh, q), v) in &cur.queues {
+                    if let Some(p) = prev.queues.get(&(vh.clone(), q.clone())) {
+                        m.entry(vh.clone())
+                            .or_default()
+                            .insert(q.clone(), diff(p, v, secs));
+                    }
+                }
+                m
+            },
             vhosts: cur
                 .vhosts
                 .iter()
@@ -412,7 +419,8 @@ impl Rates {
     /// Rates of a queue (zeros when unknown yet).
     pub fn queue(&self, vhost: &str, name: &str) -> [f64; FIELDS.len()] {
         self.queues
-            .get(&(vhost.to_owned(), name.to_owned()))
+            .get(vhost)
+            .and_then(|m| m.get(name))
             .copied()
             .unwrap_or_default()
     }
