@@ -4,7 +4,7 @@
 //! second is read against the first (the baseline).
 //!
 //! Run with: `cargo bench -p eventbus-broker --bench management`
-//! Env: `BENCH_QUEUES` (default 10000), `BENCH_MESSAGES` (default 20000),
+//! Env: `BENCH_QUEUES` (default 10000), `BENCH_MESSAGES` (default 100000),
 //! `BENCH_LISTERS` (default 2).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -139,7 +139,7 @@ fn ms(d: Duration) -> f64 {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let queues = env("BENCH_QUEUES", 10_000);
-    let n = env("BENCH_MESSAGES", 20_000);
+    let n = env("BENCH_MESSAGES", 100_000);
     let listers = env("BENCH_LISTERS", 2);
     let dir = tempfile::tempdir().expect("tempdir");
     let config = Config {

@@ -1327,7 +1327,7 @@ async fn create_binding(
         .with_vhost(&vhost, |vh, _| vh.bind(&source, d, &key, args, 0))
         .ok_or_else(ApiError::not_found)?
         .map_err(ApiError::amqp)?;
-    let location = format!("{}", percent_encode(&props));
+    let location = percent_encode(&props);
     Ok((
         StatusCode::CREATED,
         [(axum::http::header::LOCATION, location)],
