@@ -81,3 +81,34 @@ impl EmbeddedBroker {
         self.broker.shutdown().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::EmbeddedBroker;
+
+    /// The embedded broker serves the management API on its own loopback port.
+    #[tokio::test]
+    async fn management_url_answers_http() {
+        let dir =
+            std::env::temp_dir().join(format!("eventbus-embedded-mgmt-{}", std::process::id()));
+        let broker = EmbeddedBroker::start(&dir).await.unwrap();
+        let url = broker.management_url().expect("management enabled");
+        let addr = url.strip_prefix("http://").unwrap();
+        assert_ne!(addr, broker.broker().amqp_addr().to_string());
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // guest:guest
+        s.write_all(
+            b"GET /api/whoami HTTP/1.1\r\nHost: x\r\nAuthorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).await.unwrap();
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+        assert!(resp.contains(r#""name":"guest""#), "{resp}");
+        broker.shutdown().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
