@@ -211,36 +211,43 @@ async fn main() {
     let _ = flow(&uri, "flow", n / 10, 100).await;
     let base_flow = flow(&uri, "flow", n, 100).await;
 
+    // the listers run on their own thread and runtime (as another process would), so the
+    // load generator does not occupy the broker's runtime workers
     let stop = Arc::new(AtomicBool::new(false));
     let listed = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..listers {
-        let (stop, listed, http, url) = (
-            stop.clone(),
-            listed.clone(),
-            http.clone(),
-            format!("{base}/api/queues"),
-        );
-        tasks.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let r = http
-                    .get(&url)
-                    .basic_auth("guest", Some("guest"))
-                    .send()
-                    .await
-                    .expect("GET");
-                let _ = r.bytes().await.expect("body");
-                listed.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
-    }
+    let lister_thread = {
+        let (stop, listed, url) = (stop.clone(), listed.clone(), format!("{base}/api/queues"));
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let http = reqwest::Client::new();
+                let one = |http: reqwest::Client| {
+                    let (stop, listed, url) = (stop.clone(), listed.clone(), url.clone());
+                    async move {
+                        while !stop.load(Ordering::Relaxed) {
+                            let r = http
+                                .get(&url)
+                                .basic_auth("guest", Some("guest"))
+                                .send()
+                                .await
+                                .expect("GET");
+                            let _ = r.bytes().await.expect("body");
+                            listed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                };
+                futures_util::future::join_all((0..listers).map(|_| one(http.clone()))).await;
+            });
+        })
+    };
     let t = Instant::now();
     let loaded = flow(&uri, "flow", n, 100).await;
     let secs = t.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        let _ = t.await;
-    }
+    lister_thread.join().expect("lister thread");
 
     println!("publish→consume, {n} × 256 B transient, ≤100 in flight (lapin):");
     println!(

@@ -309,14 +309,14 @@ pub fn queue(q: &QueueSnap, rates: &[f64], conns: &[ConnSnap], details: bool) ->
         "messages_ready_details": details_of(rates, 13),
         "messages_unacknowledged": vals[14],
         "messages_unacknowledged_details": details_of(rates, 14),
-        "name": q.name,
+        "name": &*q.name,
         "node": NODE,
         "owner_pid_details": owner.map(|c| json!({"name": c.info.name, "peer_host": split_host_port(&c.peer).0, "peer_port": split_host_port(&c.peer).1})),
         "policy": null,
         "single_active_consumer_tag": if q.single_active { q.consumers.first().map(|c| c.tag.clone()) } else { None },
         "state": "running",
         "type": "classic",
-        "vhost": q.vhost,
+        "vhost": &*q.vhost,
     });
     if details {
         v["consumer_details"] = Value::Array(

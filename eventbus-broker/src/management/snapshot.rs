@@ -46,8 +46,8 @@ pub struct ConsumerSnap {
 /// A queue.
 #[derive(Debug, Clone)]
 pub struct QueueSnap {
-    pub vhost: String,
-    pub name: String,
+    pub vhost: Arc<str>,
+    pub name: Arc<str>,
     pub durable: bool,
     pub auto_delete: bool,
     pub owner: Option<u64>,
@@ -128,10 +128,11 @@ pub fn queues(core: &Core, vhosts: &Vhosts, name: Option<&str>) -> Vec<QueueSnap
     let st = core.lock();
     let mut out = Vec::new();
     for vh in st.vhosts.values().filter(|v| vhosts.has(&v.name)) {
+        let vname: Arc<str> = vh.name.as_str().into();
         let mut push = |q: &crate::model::Queue| {
             out.push(QueueSnap {
-                vhost: vh.name.clone(),
-                name: q.name.to_string(),
+                vhost: vname.clone(),
+                name: q.name.clone(),
                 durable: q.durable,
                 auto_delete: q.auto_delete,
                 owner: q.exclusive_owner,
