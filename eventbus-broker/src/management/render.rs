@@ -445,7 +445,7 @@ pub fn channel(c: &ConnSnap, number: u16, ch: &ChannelInfo) -> Value {
         "global_prefetch_count": ch.global_prefetch.load(Relaxed),
         "message_stats": {"publish": ch.publish.load(Relaxed)},
         "messages_unacknowledged": ch.unacked.load(Relaxed),
-        "messages_unconfirmed": ch.unconfirmed.load(Relaxed),
+        "messages_unconfirmed": 0,
         "messages_uncommitted": 0,
         "name": format!("{} ({number})", c.info.name),
         "node": NODE,

@@ -171,6 +171,4 @@ pub struct ChannelInfo {
     pub consumers: AtomicU32,
     /// Messages published on the channel.
     pub publish: AtomicU64,
-    /// Unconfirmed publishes (confirm mode, waiting for the store).
-    pub unconfirmed: AtomicU32,
 }
