@@ -433,6 +433,14 @@ async fn pagination_filtering_sorting_and_page_size_cap() {
         let (s, v) = b.req(Method::GET, bad, None).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {v}");
     }
+    // columns (as rabbitmqadmin asks for them), dotted paths included
+    let p = b
+        .get("/api/queues/%2F?columns=name,message_stats.publish,messages&name=other")
+        .await;
+    assert_eq!(
+        p,
+        json!([{"name": "other", "messages": 0, "message_stats": {"publish": 0}}])
+    );
     // unpaged: a plain array
     assert_eq!(b.get("/api/queues").await.as_array().unwrap().len(), 13);
 }

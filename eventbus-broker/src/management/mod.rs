@@ -375,6 +375,28 @@ struct ListQuery {
     use_regex: Option<String>,
     sort: Option<String>,
     sort_reverse: Option<String>,
+    columns: Option<String>,
+}
+
+/// Keep only `columns` (dotted paths, comma-separated) of `v`, as RabbitMQ's `columns`.
+fn project(v: Value, columns: &[&str]) -> Value {
+    let mut out = Value::Object(Default::default());
+    for c in columns {
+        let Some(x) = lookup(&v, c) else { continue };
+        let mut at = &mut out;
+        let parts: Vec<&str> = c.split('.').collect();
+        for (i, k) in parts.iter().enumerate() {
+            let Value::Object(m) = at else { break };
+            if i + 1 == parts.len() {
+                m.insert((*k).to_owned(), x.clone());
+                break;
+            }
+            at = m
+                .entry((*k).to_owned())
+                .or_insert_with(|| Value::Object(Default::default()));
+        }
+    }
+    out
 }
 
 fn truthy(s: &Option<String>) -> bool {
@@ -441,6 +463,24 @@ fn list_lazy<T>(
         }
     };
     let paging = Paging::parse(q)?;
+    let columns: Vec<&str> = q
+        .columns
+        .as_deref()
+        .map(|c| {
+            c.split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let render = |t: T| {
+        let v = render(t);
+        if columns.is_empty() {
+            v
+        } else {
+            project(v, &columns)
+        }
+    };
     match q.sort.as_deref().filter(|s| !s.is_empty()) {
         None => {}
         Some("name") => items.sort_by(|a, b| name_of(a).cmp(name_of(b))),
