@@ -1290,3 +1290,67 @@ mod no_panics {
         assert!(!PANICKED.load(Ordering::SeqCst));
     }
 }
+
+#[tokio::test]
+async fn moving_a_large_backlog_goes_in_batches_and_keeps_the_round_robin() {
+    let b = TestBroker::start().await;
+    for q in ["big", "r1", "r2", "r3"] {
+        b.ok(
+            Method::PUT,
+            &format!("/api/queues/%2F/{q}"),
+            json!({"durable": false}),
+        )
+        .await;
+    }
+    let conn = b.amqp().await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for i in 0..2500u32 {
+        let c = ch
+            .basic_publish(
+                "".into(),
+                "big".into(),
+                BasicPublishOptions::default(),
+                &i.to_be_bytes(),
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap();
+        if i == 2499 {
+            c.await.unwrap();
+        }
+    }
+    ch.wait_for_confirms().await.unwrap();
+    let moved = b
+        .ok(
+            Method::POST,
+            "/api/queues/%2F/big/move",
+            json!({"destinations": ["r1", "r2", "r3"]}),
+        )
+        .await;
+    assert_eq!(moved, json!({"moved": 2500}));
+    let mut counts = Vec::new();
+    for q in ["big", "r1", "r2", "r3"] {
+        counts.push(
+            b.get(&format!("/api/queues/%2F/{q}")).await["messages"]
+                .as_u64()
+                .unwrap(),
+        );
+    }
+    assert_eq!(counts, [0, 834, 833, 833]);
+    // message i went to r(i mod 3), in order, across batch boundaries too
+    for (q, first) in [("r1", 0u32), ("r2", 1), ("r3", 2)] {
+        let mut expect = first;
+        while let Some(m) = ch
+            .basic_get(q.into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            assert_eq!(m.delivery.data, expect.to_be_bytes(), "{q}");
+            expect += 3;
+        }
+        assert!(expect >= 2500, "{q} ended at {expect}");
+    }
+}

@@ -1217,13 +1217,29 @@ async fn move_messages(
     for d in &dests {
         check(&p, Access::Write, "queue", d, &caller)?;
     }
-    let moved = state
-        .core
-        .with_vhost(&vhost, |vh, ctx| {
-            vh.move_messages(&name, &dests, count, 0, ctx)
-        })
-        .ok_or_else(ApiError::not_found)?
-        .map_err(ApiError::amqp)?;
+    // in batches, releasing the state lock in between: a large backlog never holds
+    // AMQP traffic up for long (each message still moves atomically)
+    const BATCH: u64 = 1000;
+    let mut moved = 0u64;
+    loop {
+        let want = count.map_or(BATCH, |c| (c - moved).min(BATCH));
+        if want == 0 {
+            break;
+        }
+        let first = usize::try_from(moved % dests.len() as u64).unwrap_or(0);
+        let n = state
+            .core
+            .with_vhost(&vhost, |vh, ctx| {
+                vh.move_messages(&name, &dests, Some(want), first, 0, ctx)
+            })
+            .ok_or_else(ApiError::not_found)?
+            .map_err(ApiError::amqp)?;
+        moved += n;
+        if n < want {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
     // moved persistent messages are on disk in their new queues before we answer
     if let Err(e) = state.core.store.sync().await {
         return Err(ApiError::internal(format!(

@@ -297,7 +297,10 @@ fn parse(doc: &Value, vhost: Option<&str>) -> Result<Import, ApiError> {
         let r: Result<_, ApiError> = (|| {
             Ok((
                 vh_of(q)?,
-                req_str(q, "name")?.to_owned(),
+                Some(req_str(q, "name")?)
+                    .filter(|n| !n.is_empty())
+                    .ok_or_else(|| ApiError::bad_request("name: must not be empty"))?
+                    .to_owned(),
                 opt_bool(q, "durable", true)?,
                 opt_bool(q, "auto_delete", false)?,
                 json_to_table(q.get("arguments").unwrap_or(&Value::Null), "arguments")?,

@@ -1178,8 +1178,9 @@ impl VHost {
     /// destination (and appended to the store for a durable destination) before it is
     /// settled in the source, so it is never lost nor left in both. Properties, headers and
     /// persistence are kept. Stops early when a destination refuses a message
-    /// (`reject-publish`); that message stays at the head of `source`. Returns the number
-    /// moved.
+    /// (`reject-publish`); that message stays at the head of `source`. The round-robin
+    /// starts at `dests[first % dests.len()]` (callers moving in batches pass the number
+    /// already moved). Returns the number moved.
     ///
     /// # Errors
     /// 404 for a missing queue, 406 when `dests` is empty or contains `source`, 405 for an
@@ -1189,6 +1190,7 @@ impl VHost {
         source: &str,
         dests: &[String],
         max: Option<u64>,
+        first: usize,
         conn_id: u64,
         ctx: Ctx<'_>,
     ) -> Result<u64, AmqpError> {
@@ -1207,7 +1209,7 @@ impl VHost {
         let key = self.queue_key(source);
         let mut moved = 0u64;
         let mut work = VecDeque::new();
-        let mut next = 0usize;
+        let mut next = first;
         while max.is_none_or(|m| moved < m) {
             let Some(q) = self.queues.get_mut(source) else {
                 break;
