@@ -25,6 +25,8 @@
 //!   definitions file.
 //! - [`auth`]: SASL, password hashing, permissions.
 //! - `server`: accept loop and graceful shutdown.
+//! - [`management`]: the RabbitMQ-compatible management HTTP API, `/metrics` and the static
+//!   UI on their own listener (`Config::management_listen`).
 //!
 //! ## Feature flags
 //! None yet.
