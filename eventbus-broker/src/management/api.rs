@@ -957,7 +957,7 @@ fn queue_list(state: &AppState, sc: &Vhosts, q: &ListQuery) -> ApiResult {
     list_lazy(
         qs,
         |q| &q.name,
-        |q| render::queue(&q, &rates.queue(&q.vhost, &q.name), &conns, false),
+        |q| render::queue_item(&q, &rates.queue(&q.vhost, &q.name), &conns),
         q,
     )
 }

@@ -439,10 +439,10 @@ fn list_response(items: Vec<Value>, q: &ListQuery) -> ApiResult {
 /// (`sort_reverse`), and paginate when `page` is given (RabbitMQ's paged object) —
 /// otherwise a plain array. `items` come in their default order (by vhost and name);
 /// only the items shown are rendered, unless the sort key is a rendered field.
-fn list_lazy<T>(
+fn list_lazy<T, R: serde::Serialize>(
     items: Vec<T>,
     name_of: impl Fn(&T) -> &str,
-    render: impl Fn(T) -> Value,
+    render: impl Fn(T) -> R,
     q: &ListQuery,
 ) -> ApiResult {
     let total = items.len();
@@ -476,16 +476,22 @@ fn list_lazy<T>(
     let render = |t: T| {
         let v = render(t);
         if columns.is_empty() {
-            v
+            Item::Typed(v)
         } else {
-            project(v, &columns)
+            Item::Value(project(
+                serde_json::to_value(v).unwrap_or(Value::Null),
+                &columns,
+            ))
         }
     };
     match q.sort.as_deref().filter(|s| !s.is_empty()) {
         None => {}
         Some("name") => items.sort_by(|a, b| name_of(a).cmp(name_of(b))),
         Some(key) => {
-            let mut rendered: Vec<Value> = items.into_iter().map(render).collect();
+            let mut rendered: Vec<Value> = items
+                .into_iter()
+                .map(|t| serde_json::to_value(render(t)).unwrap_or(Value::Null))
+                .collect();
             rendered.sort_by(|a, b| cmp_json(lookup(a, key), lookup(b, key)));
             if truthy(&q.sort_reverse) {
                 rendered.reverse();
@@ -497,6 +503,26 @@ fn list_lazy<T>(
         items.reverse();
     }
     paging.respond(items, total, render)
+}
+
+/// A rendered list item: typed, or a JSON value (projected or sorted ones).
+#[derive(Debug, serde::Serialize)]
+#[serde(untagged)]
+enum Item<R> {
+    Typed(R),
+    Value(Value),
+}
+
+/// RabbitMQ's paged list object.
+#[derive(Debug, serde::Serialize)]
+struct Page<R> {
+    filtered_count: usize,
+    item_count: usize,
+    items: Vec<R>,
+    page: usize,
+    page_count: usize,
+    page_size: usize,
+    total_count: usize,
 }
 
 /// `page` / `page_size` of a list request.
@@ -535,10 +561,15 @@ impl Paging {
         })
     }
 
-    fn respond<T>(self, items: Vec<T>, total: usize, render: impl Fn(T) -> Value) -> ApiResult {
+    fn respond<T, R: serde::Serialize>(
+        self,
+        items: Vec<T>,
+        total: usize,
+        render: impl Fn(T) -> R,
+    ) -> ApiResult {
         let Some((page, page_size)) = self.page else {
-            let all: Vec<Value> = items.into_iter().map(render).collect();
-            return Ok(axum::Json(Value::Array(all)).into_response());
+            let all: Vec<R> = items.into_iter().map(render).collect();
+            return Ok(axum::Json(all).into_response());
         };
         let filtered = items.len();
         let page_count = filtered.div_ceil(page_size).max(1);
@@ -548,21 +579,21 @@ impl Paging {
             )));
         }
         let start = (page - 1) * page_size;
-        let slice: Vec<Value> = items
+        let slice: Vec<R> = items
             .into_iter()
             .skip(start)
             .take(page_size)
             .map(render)
             .collect();
-        Ok(axum::Json(json!({
-            "filtered_count": filtered,
-            "item_count": slice.len(),
-            "items": slice,
-            "page": page,
-            "page_count": page_count,
-            "page_size": page_size,
-            "total_count": total,
-        }))
+        Ok(axum::Json(Page {
+            filtered_count: filtered,
+            item_count: slice.len(),
+            items: slice,
+            page,
+            page_count,
+            page_size,
+            total_count: total,
+        })
         .into_response())
     }
 }

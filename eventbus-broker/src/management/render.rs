@@ -211,8 +211,6 @@ pub fn message_stats(vals: &[u64], rates: &[f64], idx: &[usize]) -> Value {
     Value::Object(m)
 }
 
-/// Fields of a queue's `message_stats`.
-pub const QUEUE_STATS: [usize; 9] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
 /// Fields of a vhost's (and the overview's) `message_stats`.
 pub const VHOST_STATS: [usize; 12] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
 
@@ -286,38 +284,7 @@ pub fn consumer(vhost: &str, queue: &str, c: &ConsumerSnap, conns: &[ConnSnap]) 
 
 /// A queue object (`details` adds `consumer_details`).
 pub fn queue(q: &QueueSnap, rates: &[f64], conns: &[ConnSnap], details: bool) -> Value {
-    let vals = super::snapshot::queue_values(&q.counts, q.ready as u64, q.unacked as u64);
-    let owner = q.owner.and_then(|o| conns.iter().find(|c| c.id == o));
-    let mut v = json!({
-        "arguments": table_to_json(&q.arguments),
-        "auto_delete": q.auto_delete,
-        "consumer_capacity": if q.consumers.is_empty() { 0.0 } else { 1.0 },
-        "consumer_utilisation": if q.consumers.is_empty() { 0.0 } else { 1.0 },
-        "consumers": q.consumers.len(),
-        "durable": q.durable,
-        "exclusive": q.owner.is_some(),
-        "exclusive_consumer_tag": q.consumers.iter().find(|c| c.exclusive).map(|c| c.tag.clone()),
-        "idle_since": rfc3339_ms(q.idle_since_ms),
-        "memory": q.ready_bytes,
-        "message_bytes": q.ready_bytes,
-        "message_bytes_ready": q.ready_bytes,
-        "message_bytes_unacknowledged": 0,
-        "message_stats": message_stats(&vals, rates, &QUEUE_STATS),
-        "messages": vals[12],
-        "messages_details": details_of(rates, 12),
-        "messages_ready": vals[13],
-        "messages_ready_details": details_of(rates, 13),
-        "messages_unacknowledged": vals[14],
-        "messages_unacknowledged_details": details_of(rates, 14),
-        "name": &*q.name,
-        "node": NODE,
-        "owner_pid_details": owner.map(|c| json!({"name": c.info.name, "peer_host": split_host_port(&c.peer).0, "peer_port": split_host_port(&c.peer).1})),
-        "policy": null,
-        "single_active_consumer_tag": if q.single_active { q.consumers.first().map(|c| c.tag.clone()) } else { None },
-        "state": "running",
-        "type": "classic",
-        "vhost": &*q.vhost,
-    });
+    let mut v = serde_json::to_value(queue_item(q, rates, conns)).unwrap_or(Value::Null);
     if details {
         v["consumer_details"] = Value::Array(
             q.consumers
@@ -327,6 +294,138 @@ pub fn queue(q: &QueueSnap, rates: &[f64], conns: &[ConnSnap], details: bool) ->
         );
     }
     v
+}
+
+/// `{"rate": r}` as a typed value.
+#[derive(Debug, serde::Serialize)]
+pub struct Rate {
+    rate: f64,
+}
+
+/// A queue's `message_stats`, typed.
+#[derive(Debug, serde::Serialize)]
+pub struct QueueStatsJson {
+    publish: u64,
+    publish_details: Rate,
+    deliver: u64,
+    deliver_details: Rate,
+    deliver_no_ack: u64,
+    deliver_no_ack_details: Rate,
+    get: u64,
+    get_details: Rate,
+    get_no_ack: u64,
+    get_no_ack_details: Rate,
+    get_empty: u64,
+    get_empty_details: Rate,
+    redeliver: u64,
+    redeliver_details: Rate,
+    ack: u64,
+    ack_details: Rate,
+    deliver_get: u64,
+    deliver_get_details: Rate,
+}
+
+/// A queue object as listed, typed so that large listings serialise without building a
+/// JSON tree per queue.
+#[derive(Debug, serde::Serialize)]
+pub struct QueueJson {
+    arguments: Value,
+    auto_delete: bool,
+    consumer_capacity: f64,
+    consumer_utilisation: f64,
+    consumers: usize,
+    durable: bool,
+    exclusive: bool,
+    exclusive_consumer_tag: Option<String>,
+    idle_since: String,
+    memory: usize,
+    message_bytes: usize,
+    message_bytes_ready: usize,
+    message_bytes_unacknowledged: u64,
+    message_stats: QueueStatsJson,
+    messages: u64,
+    messages_details: Rate,
+    messages_ready: u64,
+    messages_ready_details: Rate,
+    messages_unacknowledged: u64,
+    messages_unacknowledged_details: Rate,
+    name: String,
+    node: &'static str,
+    owner_pid_details: Option<Value>,
+    policy: Option<String>,
+    single_active_consumer_tag: Option<String>,
+    state: &'static str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    vhost: String,
+}
+
+/// A queue as listed (without `consumer_details`).
+pub fn queue_item(q: &QueueSnap, rates: &[f64], conns: &[ConnSnap]) -> QueueJson {
+    let vals = super::snapshot::queue_values(&q.counts, q.ready as u64, q.unacked as u64);
+    let owner = q.owner.and_then(|o| conns.iter().find(|c| c.id == o));
+    let r = |i: usize| Rate { rate: rates[i] };
+    let busy = if q.consumers.is_empty() { 0.0 } else { 1.0 };
+    QueueJson {
+        arguments: table_to_json(&q.arguments),
+        auto_delete: q.auto_delete,
+        consumer_capacity: busy,
+        consumer_utilisation: busy,
+        consumers: q.consumers.len(),
+        durable: q.durable,
+        exclusive: q.owner.is_some(),
+        exclusive_consumer_tag: q
+            .consumers
+            .iter()
+            .find(|c| c.exclusive)
+            .map(|c| c.tag.clone()),
+        idle_since: rfc3339_ms(q.idle_since_ms),
+        memory: q.ready_bytes,
+        message_bytes: q.ready_bytes,
+        message_bytes_ready: q.ready_bytes,
+        message_bytes_unacknowledged: 0,
+        message_stats: QueueStatsJson {
+            publish: vals[0],
+            publish_details: r(0),
+            deliver: vals[1],
+            deliver_details: r(1),
+            deliver_no_ack: vals[2],
+            deliver_no_ack_details: r(2),
+            get: vals[3],
+            get_details: r(3),
+            get_no_ack: vals[4],
+            get_no_ack_details: r(4),
+            get_empty: vals[5],
+            get_empty_details: r(5),
+            redeliver: vals[6],
+            redeliver_details: r(6),
+            ack: vals[7],
+            ack_details: r(7),
+            deliver_get: vals[8],
+            deliver_get_details: r(8),
+        },
+        messages: vals[12],
+        messages_details: r(12),
+        messages_ready: vals[13],
+        messages_ready_details: r(13),
+        messages_unacknowledged: vals[14],
+        messages_unacknowledged_details: r(14),
+        name: q.name.to_string(),
+        node: NODE,
+        owner_pid_details: owner.map(|c| {
+            let (host, port) = split_host_port(&c.peer);
+            json!({"name": c.info.name, "peer_host": host, "peer_port": port})
+        }),
+        policy: None,
+        single_active_consumer_tag: if q.single_active {
+            q.consumers.first().map(|c| c.tag.clone())
+        } else {
+            None
+        },
+        state: "running",
+        kind: "classic",
+        vhost: q.vhost.to_string(),
+    }
 }
 
 fn details_of(rates: &[f64], i: usize) -> Value {
