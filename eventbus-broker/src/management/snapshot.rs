@@ -351,17 +351,24 @@ pub struct Sample {
 
 /// Read every counter (one pass under the lock).
 pub fn sample(core: &Core) -> Sample {
+    // under the lock only cheap copies (shared names, counter loads); maps built after
     let st = core.lock();
-    let mut queues = HashMap::new();
+    let mut read: Vec<(Arc<str>, Arc<str>, Values)> = Vec::new();
     for vh in st.vhosts.values() {
+        let vname: Arc<str> = vh.name.as_str().into();
         for q in vh.queues.values() {
-            queues.insert(
-                (vh.name.clone(), q.name.to_string()),
+            read.push((
+                vname.clone(),
+                q.name.clone(),
                 queue_values(&q.stats.load(), q.len() as u64, q.unacked as u64),
-            );
+            ));
         }
     }
     drop(st);
+    let queues = read
+        .into_iter()
+        .map(|(v, q, x)| ((v.to_string(), q.to_string()), x))
+        .collect();
     let vhosts = vhosts(core, &Vhosts::All)
         .iter()
         .map(|v| (v.name.clone(), vhost_values(v)))
