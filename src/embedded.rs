@@ -26,10 +26,14 @@ pub struct EmbeddedBroker {
 }
 
 impl EmbeddedBroker {
-    /// Starts a broker on `127.0.0.1` (a free port) keeping its data in `data_dir`.
+    /// Starts a broker on `127.0.0.1` (a free port) keeping its data in `data_dir`, with
+    /// the management HTTP API on another free loopback port ([`management_url`]).
+    ///
+    /// [`management_url`]: EmbeddedBroker::management_url
     pub async fn start(data_dir: impl Into<PathBuf>) -> Result<Self, BoxError> {
         let config = Config {
             amqp_listen: ([127, 0, 0, 1], 0).into(),
+            management_listen: Some(([127, 0, 0, 1], 0).into()),
             data_dir: data_dir.into(),
             ..Config::default()
         };
@@ -45,6 +49,12 @@ impl EmbeddedBroker {
     /// `amqp://guest:guest@127.0.0.1:<port>/%2f` — for any AMQP client.
     pub fn amqp_url(&self) -> String {
         format!("amqp://guest:guest@{}/%2f", self.broker.amqp_addr())
+    }
+
+    /// `http://127.0.0.1:<port>` — the management HTTP API (RabbitMQ-compatible, under
+    /// `/api/`) and Prometheus metrics (`/metrics`); `None` when disabled.
+    pub fn management_url(&self) -> Option<String> {
+        self.broker.management_addr().map(|a| format!("http://{a}"))
     }
 
     /// The broker handle (users, vhosts, limits).
@@ -69,5 +79,36 @@ impl EmbeddedBroker {
     /// Stops the broker gracefully (clients get `connection.close` 320).
     pub async fn shutdown(self) {
         self.broker.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::EmbeddedBroker;
+
+    /// The embedded broker serves the management API on its own loopback port.
+    #[tokio::test]
+    async fn management_url_answers_http() {
+        let dir =
+            std::env::temp_dir().join(format!("eventbus-embedded-mgmt-{}", std::process::id()));
+        let broker = EmbeddedBroker::start(&dir).await.unwrap();
+        let url = broker.management_url().expect("management enabled");
+        let addr = url.strip_prefix("http://").unwrap();
+        assert_ne!(addr, broker.broker().amqp_addr().to_string());
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // guest:guest
+        s.write_all(
+            b"GET /api/whoami HTTP/1.1\r\nHost: x\r\nAuthorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).await.unwrap();
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+        assert!(resp.contains(r#""name":"guest""#), "{resp}");
+        broker.shutdown().await;
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -44,6 +44,53 @@ pub struct Config {
     pub disk_free_limit: u64,
     /// How often free disk space is checked, in milliseconds. Default 1000.
     pub disk_check_interval_ms: u64,
+    /// Management HTTP API (and `/metrics`) listen address; `None` (`"off"` in TOML and
+    /// the environment) disables it. Default `127.0.0.1:15673` (RabbitMQ owns 15672). Left
+    /// at the default, the port follows the AMQP port as RabbitMQ's do (AMQP port + 10000:
+    /// 5673 → 15673), and an ephemeral AMQP port (0) gives an ephemeral management port,
+    /// so brokers on different AMQP ports never fight over it; see
+    /// [`Config::effective_management_listen`].
+    #[serde(with = "optional_addr")]
+    pub management_listen: Option<SocketAddr>,
+    /// How often message counters are sampled to compute the API's `*_details.rate`
+    /// values, in milliseconds. Default 5000 (RabbitMQ's default sample interval).
+    pub management_rate_interval_ms: u64,
+}
+
+/// The default management listen address.
+pub const DEFAULT_MANAGEMENT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 15673);
+
+/// Parse a management listen setting: an address, or `off`/`none`/empty for disabled.
+///
+/// # Errors
+/// The text when it is neither.
+pub fn parse_optional_addr(s: &str) -> std::result::Result<Option<SocketAddr>, String> {
+    match s.trim() {
+        "" | "off" | "none" | "false" => Ok(None),
+        a => a
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("expected an address like 127.0.0.1:15673 or \"off\", got {s:?}")),
+    }
+}
+
+mod optional_addr {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(a) => s.collect_str(a),
+            None => s.serialize_str("off"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_optional_addr(&s).map_err(serde::de::Error::custom)
+    }
 }
 
 impl Default for Config {
@@ -62,6 +109,8 @@ impl Default for Config {
             memory_paging_ratio: 0.5,
             disk_free_limit: 50 * 1024 * 1024,
             disk_check_interval_ms: 1000,
+            management_listen: Some(DEFAULT_MANAGEMENT_LISTEN),
+            management_rate_interval_ms: 5000,
         }
     }
 }
@@ -101,6 +150,11 @@ impl Config {
                 "MEMORY_PAGING_RATIO" => self.memory_paging_ratio = p(&k, &v)?,
                 "DISK_FREE_LIMIT" => self.disk_free_limit = p(&k, &v)?,
                 "DISK_CHECK_INTERVAL_MS" => self.disk_check_interval_ms = p(&k, &v)?,
+                "MANAGEMENT_LISTEN" => {
+                    self.management_listen = parse_optional_addr(&v)
+                        .map_err(|e| Error::Config(format!("invalid value for {k}: {e}")))?
+                }
+                "MANAGEMENT_RATE_INTERVAL_MS" => self.management_rate_interval_ms = p(&k, &v)?,
                 "CONFIG" | "LOG" => {}
                 _ => return Err(Error::Config(format!("unknown environment variable {k}"))),
             }
@@ -134,10 +188,29 @@ impl Config {
                 self.memory_paging_ratio
             )));
         }
+        if self.management_rate_interval_ms == 0 {
+            return Err(Error::Config(
+                "management_rate_interval_ms must be >= 1".into(),
+            ));
+        }
         if self.disk_check_interval_ms == 0 {
             return Err(Error::Config("disk_check_interval_ms must be >= 1".into()));
         }
         Ok(())
+    }
+
+    /// The management address to bind: the configured one; left at the default, on the
+    /// AMQP port + 10000 (port 0 when the AMQP port is 0 or above 55535).
+    pub fn effective_management_listen(&self) -> Option<SocketAddr> {
+        let m = self.management_listen?;
+        if m != DEFAULT_MANAGEMENT_LISTEN {
+            return Some(m);
+        }
+        let port = match self.amqp_listen.port() {
+            p @ 1..=55535 => p + 10000,
+            _ => 0,
+        };
+        Some(SocketAddr::new(m.ip(), port))
     }
 
     /// The memory gauge level above which persistent bodies are paged out (`u64::MAX`:
@@ -164,6 +237,32 @@ mod tests {
             .unwrap();
         assert_eq!(c.channel_max, 10);
         assert!(Config::from_toml("bogus = 1").is_err());
+        assert_eq!(c.management_listen, Some(DEFAULT_MANAGEMENT_LISTEN));
+        assert_eq!(
+            c.effective_management_listen().unwrap().port(),
+            16000,
+            "AMQP port + 10000"
+        );
+        assert_eq!(
+            Config::default().effective_management_listen(),
+            Some(DEFAULT_MANAGEMENT_LISTEN)
+        );
+        let mut e = Config::default();
+        e.amqp_listen.set_port(0);
+        assert_eq!(e.effective_management_listen().unwrap().port(), 0);
+        e.management_listen = Some("127.0.0.1:9999".parse().unwrap());
+        assert_eq!(e.effective_management_listen().unwrap().port(), 9999);
+        let m = Config::from_toml("management_listen = \"off\"").unwrap();
+        assert_eq!(m.management_listen, None);
+        let m = Config::from_toml("management_listen = \"127.0.0.1:9000\"").unwrap();
+        assert_eq!(m.management_listen.unwrap().port(), 9000);
+        assert!(Config::from_toml("management_listen = \"nope\"").is_err());
+        c.apply_env([(
+            "EVENTBUS_BROKER_MANAGEMENT_LISTEN".to_owned(),
+            "none".to_owned(),
+        )])
+        .unwrap();
+        assert_eq!(c.management_listen, None);
         c.frame_max = 100;
         assert!(c.validate().is_err());
     }

@@ -25,6 +25,8 @@
 //!   definitions file.
 //! - [`auth`]: SASL, password hashing, permissions.
 //! - `server`: accept loop and graceful shutdown.
+//! - [`management`]: the RabbitMQ-compatible management HTTP API, `/metrics` and the static
+//!   UI on their own listener (`Config::management_listen`).
 //!
 //! ## Feature flags
 //! None yet.
@@ -41,6 +43,7 @@ mod connection;
 #[doc(hidden)]
 pub use connection::fault;
 pub mod error;
+pub mod management;
 pub mod model;
 pub mod protocol;
 pub mod routing;
@@ -116,8 +119,10 @@ async fn disk_monitor(
 pub struct Broker {
     core: Arc<Core>,
     addr: SocketAddr,
+    management_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
+    management_task: Option<JoinHandle<()>>,
 }
 
 impl Broker {
@@ -133,6 +138,18 @@ impl Broker {
         core.set_disk_free_limit(config.disk_free_limit);
         let listener = tokio::net::TcpListener::bind(config.amqp_listen).await?;
         let addr = listener.local_addr()?;
+        let management = match config.effective_management_listen() {
+            Some(a) => {
+                let l = tokio::net::TcpListener::bind(a).await.map_err(|e| {
+                    Error::Io(std::io::Error::new(
+                        e.kind(),
+                        format!("management listener on {a}: {e}"),
+                    ))
+                })?;
+                Some((l.local_addr()?, l))
+            }
+            None => None,
+        };
         let (tx, rx) = watch::channel(false);
         tokio::spawn(disk_monitor(
             core.clone(),
@@ -140,19 +157,42 @@ impl Broker {
             Duration::from_millis(config.disk_check_interval_ms),
             rx.clone(),
         ));
-        let task = tokio::spawn(server::run(listener, core.clone(), Arc::new(config), rx));
+        let config = Arc::new(config);
+        let (management_addr, management_task) = match management {
+            Some((maddr, l)) => {
+                core.enable_sync_latency();
+                let t = tokio::spawn(management::serve(
+                    l,
+                    core.clone(),
+                    config.clone(),
+                    addr,
+                    rx.clone(),
+                ));
+                tracing::info!(addr = %maddr, "management API listening");
+                (Some(maddr), Some(t))
+            }
+            None => (None, None),
+        };
+        let task = tokio::spawn(server::run(listener, core.clone(), config, rx));
         tracing::info!(%addr, "eventbus-broker listening");
         Ok(Broker {
             core,
             addr,
+            management_addr,
             shutdown: tx,
             task: Some(task),
+            management_task,
         })
     }
 
     /// The bound AMQP address (useful with port 0).
     pub fn amqp_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The bound management HTTP address (`None` when disabled).
+    pub fn management_addr(&self) -> Option<SocketAddr> {
+        self.management_addr
     }
 
     /// Change the disk free limit at run time (bytes, 0 disables); takes effect at the next
@@ -181,6 +221,9 @@ impl Broker {
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+        if let Some(t) = self.management_task.take() {
             let _ = t.await;
         }
     }

@@ -37,6 +37,9 @@ struct Cli {
     /// Heartbeat seconds.
     #[arg(long)]
     heartbeat: Option<u16>,
+    /// Management HTTP API listen address, or `off` (overrides file and env).
+    #[arg(long)]
+    management_listen: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -121,6 +124,10 @@ fn load_config(cli: &Cli) -> anyhow_lite::Result<Config> {
     if let Some(v) = cli.heartbeat {
         config.heartbeat = v;
     }
+    if let Some(v) = &cli.management_listen {
+        config.management_listen = eventbus_broker::config::parse_optional_addr(v)
+            .map_err(|e| format!("--management-listen: {e}"))?;
+    }
     config.validate()?;
     Ok(config)
 }
@@ -202,6 +209,13 @@ async fn main() -> std::process::ExitCode {
                     return std::process::ExitCode::FAILURE;
                 }
             };
+            println!("AMQP: amqp://{}", broker.amqp_addr());
+            match broker.management_addr() {
+                Some(a) => {
+                    println!("Management API: http://{a}/api/ (metrics: http://{a}/metrics)")
+                }
+                None => println!("Management API: off"),
+            }
             shutdown_signal().await;
             tracing::info!("shutting down");
             broker.shutdown().await;

@@ -886,9 +886,27 @@ impl Channel {
         mandatory: bool,
         seq: Option<u64>,
     ) -> Result<(), AmqpError> {
+        crate::model::stats::bump(&self.info.publish, 1);
         let outcome = s
             .core
-            .with_vhost(s.vhost, |vh, ctx| vh.publish(exchange, msg.clone(), ctx))
+            .with_vhost(s.vhost, |vh, ctx| {
+                let outcome = vh.publish(exchange, msg.clone(), ctx);
+                let st = &vh.stats;
+                if !outcome.routed {
+                    crate::model::stats::bump(
+                        if mandatory {
+                            &st.return_unroutable
+                        } else {
+                            &st.drop_unroutable
+                        },
+                        1,
+                    );
+                }
+                if seq.is_some() && !outcome.rejected {
+                    crate::model::stats::bump(&st.confirm, 1);
+                }
+                outcome
+            })
             .ok_or_else(|| vhost_gone(s))?;
         if !outcome.routed && mandatory {
             s.out.with_content(

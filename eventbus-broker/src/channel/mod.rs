@@ -135,6 +135,8 @@ pub struct Channel {
     tx: Option<Vec<TxOp>>,
     /// The hidden queue behind direct reply-to (`amq.rabbitmq.reply-to`), once consumed.
     reply_queue: Option<String>,
+    /// What the management API shows about this channel.
+    pub info: Arc<crate::model::stats::ChannelInfo>,
 }
 
 /// The pseudo-queue of RabbitMQ's direct reply-to.
@@ -159,7 +161,27 @@ impl Channel {
             publish_seq: 0,
             tx: None,
             reply_queue: None,
+            info: Arc::default(),
         }
+    }
+
+    /// Copy the channel's settings and counts into [`Channel::info`] (cheap atomic stores).
+    pub fn publish_info(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let i = &self.info;
+        i.prefetch.store(self.prefetch, Relaxed);
+        i.global_prefetch
+            .store(self.global.limit.load(Relaxed), Relaxed);
+        i.confirm.store(self.confirm, Relaxed);
+        i.transactional.store(self.tx.is_some(), Relaxed);
+        i.unacked.store(
+            u32::try_from(self.unacked.len()).unwrap_or(u32::MAX),
+            Relaxed,
+        );
+        i.consumers.store(
+            u32::try_from(self.consumers.len()).unwrap_or(u32::MAX),
+            Relaxed,
+        );
     }
 
     /// Is the channel in the middle of receiving content?

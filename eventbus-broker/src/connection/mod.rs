@@ -23,6 +23,7 @@ use crate::auth::{sasl, Permission};
 use crate::channel::{Channel, ChannelState, Session};
 use crate::config::Config;
 use crate::error::AmqpError;
+use crate::model::stats::ConnInfo;
 use crate::model::{ConnHandle, Core, Notify};
 use crate::protocol::constants::{ReplyCode, FRAME_MIN_SIZE, PROTOCOL_HEADER};
 use crate::protocol::frame::{self, DecodeError, Frame};
@@ -100,6 +101,10 @@ pub struct Connection {
     /// A `tx.commit-ok` was deferred: input processing stops until it is durable, so that no
     /// later reply on its channel overtakes it.
     barrier: bool,
+    /// Client properties from `connection.start-ok` (strings only), for the management API.
+    client_props: std::collections::BTreeMap<String, String>,
+    /// Shared with the core's connection table once open (management API counters).
+    info: Option<Arc<ConnInfo>>,
 }
 
 impl Drop for Connection {
@@ -117,6 +122,8 @@ impl Drop for Connection {
 /// Replies waiting for one store sync.
 struct PendingSync {
     sync: SyncFuture,
+    /// When the sync was requested (store-sync latency metric).
+    since: Instant,
     replies: Vec<(u16, AMQPClass)>,
 }
 
@@ -182,6 +189,8 @@ impl Connection {
             deferred: Vec::new(),
             syncing: VecDeque::new(),
             barrier: false,
+            client_props: Default::default(),
+            info: None,
         };
         tracing::debug!(conn = id, %peer, "accepted connection");
         let exit = conn.run(shutdown).await;
@@ -224,6 +233,9 @@ impl Connection {
     async fn flush(&mut self) -> std::io::Result<()> {
         if !self.out.buf.is_empty() {
             self.writer.write_all(&self.out.buf).await?;
+            if let Some(i) = &self.info {
+                crate::model::stats::bump(&i.send_oct, self.out.buf.len() as u64);
+            }
             self.out.buf.clear();
             if self.out.buf.capacity() > 4 * 1024 * 1024 {
                 self.out.buf.shrink_to(64 * 1024);
@@ -290,14 +302,18 @@ impl Connection {
                                     return Exit::Gone;
                                 }
                                 if let Some(p) = self.syncing.pop_front() {
+                                    self.core.record_sync_latency(p.since.elapsed());
                                     self.emit_replies(p.replies);
                                 }
                             }
                             r = self.reader.read_buf(&mut self.inbuf), if !self.blocked => {
                                 match r {
                                     Ok(0) | Err(_) => return Exit::Gone,
-                                    Ok(_) => {
+                                    Ok(n) => {
                                         self.last_recv = Instant::now();
+                                        if let Some(i) = &self.info {
+                                            crate::model::stats::bump(&i.recv_oct, n as u64);
+                                        }
                                         match self.process_and_settle().await {
                                             Ok(()) => {}
                                             Err(ConnErr::Gone) => return Exit::Gone,
@@ -402,6 +418,9 @@ impl Connection {
         let over = low_memory || low_disk;
         if over && !self.blocked {
             self.blocked = true;
+            if let Some(i) = &self.info {
+                i.blocked.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             tracing::info!(
                 conn = self.id,
                 used = self.core.memory.used(),
@@ -424,6 +443,9 @@ impl Connection {
             }
         } else if !over && self.blocked {
             self.blocked = false;
+            if let Some(i) = &self.info {
+                i.blocked.store(false, std::sync::atomic::Ordering::Relaxed);
+            }
             tracing::info!(
                 conn = self.id,
                 "resource alarm cleared; unblocking publisher"
@@ -507,6 +529,7 @@ impl Connection {
                 let replies = std::mem::take(&mut self.deferred);
                 self.syncing.push_back(PendingSync {
                     sync: self.core.store.sync(),
+                    since: Instant::now(),
                     replies,
                 });
             }
@@ -518,6 +541,7 @@ impl Connection {
                     tracing::error!(error = %e, "message store sync failed");
                     return Err(ConnErr::Gone);
                 }
+                self.core.record_sync_latency(p.since.elapsed());
                 self.emit_replies(p.replies);
             }
         }
@@ -581,6 +605,13 @@ impl Connection {
         });
     }
 
+    /// The channel is gone: drop it from the management view.
+    fn forget_channel_info(&self, chan: u16) {
+        if let Some(i) = &self.info {
+            i.channels().remove(&chan);
+        }
+    }
+
     fn session_parts(&mut self) -> Option<(String,)> {
         self.vhost.clone().map(|v| (v,))
     }
@@ -604,7 +635,10 @@ impl Connection {
                     deferred: &mut self.deferred,
                 };
                 match self.channels.get_mut(&chan) {
-                    Some(ch) => ch.deliver(&mut s, d),
+                    Some(ch) => {
+                        ch.deliver(&mut s, d);
+                        ch.publish_info();
+                    }
                     None => Channel::new(chan).deliver(&mut s, d),
                 }
                 None
@@ -727,6 +761,14 @@ impl Connection {
                 self.cancel_notify =
                     client_capability(&s.client_properties, "consumer_cancel_notify");
                 self.blocked_notify = client_capability(&s.client_properties, "connection.blocked");
+                self.client_props = s
+                    .client_properties
+                    .inner()
+                    .iter()
+                    .filter_map(|(k, v)| {
+                        crate::protocol::method::value_as_str(v).map(|v| (k.to_string(), v))
+                    })
+                    .collect();
                 self.out.method(
                     0,
                     AMQPClass::Connection(connection::AMQPMethod::Tune(connection::Tune {
@@ -790,6 +832,25 @@ impl Connection {
                         format!("access to vhost '{vhost}' refused for user '{}': connection limit ({max}) is reached", self.user),
                     )));
                 }
+                let local = self
+                    .reader
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default();
+                let info = Arc::new(ConnInfo {
+                    name: format!("{} -> {local}", self.peer),
+                    local,
+                    connected_at_ms: crate::model::message::unix_ms(),
+                    client_properties: std::mem::take(&mut self.client_props),
+                    channel_max: self.channel_max,
+                    frame_max: self.frame_max,
+                    heartbeat: self.heartbeat,
+                    recv_oct: Default::default(),
+                    send_oct: Default::default(),
+                    blocked: Default::default(),
+                    channels: Default::default(),
+                });
+                self.info = Some(info.clone());
                 self.core.add_connection(
                     self.id,
                     ConnHandle {
@@ -797,6 +858,7 @@ impl Connection {
                         user: self.user.clone(),
                         peer: self.peer.to_string(),
                         vhost: vhost.clone(),
+                        info,
                     },
                 );
                 self.vhost = Some(vhost);
@@ -906,7 +968,11 @@ impl Connection {
                             format!("number of channels opened ({}) has reached the negotiated channel_max ({})", self.channels.len(), self.channel_max),
                         )));
                     }
-                    self.channels.insert(chan, Channel::new(chan));
+                    let ch = Channel::new(chan);
+                    if let Some(i) = &self.info {
+                        i.channels().insert(chan, ch.info.clone());
+                    }
+                    self.channels.insert(chan, ch);
                     s.out.method(
                         chan,
                         AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
@@ -933,6 +999,7 @@ impl Connection {
                 match **m {
                     AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) => {
                         self.channels.remove(&chan);
+                        self.forget_channel_info(chan);
                         self.forget_replies(chan);
                     }
                     AMQPClass::Channel(channel::AMQPMethod::Close(_)) => {
@@ -941,6 +1008,7 @@ impl Connection {
                             AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
                         );
                         self.channels.remove(&chan);
+                        self.forget_channel_info(chan);
                         self.forget_replies(chan);
                     }
                     _ => {}
@@ -971,6 +1039,7 @@ impl Connection {
                             AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
                         );
                         self.channels.remove(&chan);
+                        self.forget_channel_info(chan);
                         self.forget_replies(chan);
                         return Ok(());
                     }
@@ -981,7 +1050,11 @@ impl Connection {
                             format!("connection method {c}/{mm} on channel {chan}"),
                         )));
                     }
-                    m => (c, mm, ch.handle_method(&mut s, m)),
+                    m => {
+                        let r = ch.handle_method(&mut s, m);
+                        ch.publish_info();
+                        (c, mm, r)
+                    }
                 }
             }
             Frame::Header(_, h) => {

@@ -10,6 +10,7 @@
 pub mod exchange;
 pub mod message;
 pub mod queue;
+pub mod stats;
 pub mod vhost;
 
 use std::collections::{BTreeMap, HashMap};
@@ -53,6 +54,8 @@ pub struct ConnHandle {
     pub peer: String,
     /// Vhost the connection is open on.
     pub vhost: String,
+    /// Details and counters for the management API.
+    pub info: Arc<stats::ConnInfo>,
 }
 
 /// The shared core of a broker.
@@ -74,6 +77,9 @@ pub struct Core {
     disk_free_limit: AtomicU64,
     /// Free space is below `disk_free_limit`: publishers are blocked.
     disk_alarm: AtomicBool,
+    /// Store-sync latency histogram (set once the management listener runs).
+    sync_latency:
+        std::sync::OnceLock<(crate::management::metrics::SyncLatency, metrics::Histogram)>,
 }
 
 impl Core {
@@ -94,6 +100,7 @@ impl Core {
             page_out_above: AtomicU64::new(u64::MAX),
             disk_free_limit: AtomicU64::new(0),
             disk_alarm: AtomicBool::new(false),
+            sync_latency: std::sync::OnceLock::new(),
         };
         match core.defs.load().map_err(Error::Definitions)? {
             Some(d) => {
@@ -247,6 +254,25 @@ impl Core {
                 tracing::info!("free disk space above disk_free_limit again");
             }
         }
+    }
+
+    /// Start recording store-sync latencies (for `/metrics`).
+    pub fn enable_sync_latency(&self) {
+        let _ = self
+            .sync_latency
+            .get_or_init(crate::management::metrics::SyncLatency::new);
+    }
+
+    /// Record how long a batch waited for its store sync.
+    pub fn record_sync_latency(&self, d: std::time::Duration) {
+        if let Some((_, h)) = self.sync_latency.get() {
+            h.record(d.as_secs_f64());
+        }
+    }
+
+    /// The store-sync latency recorder, if enabled.
+    pub fn sync_latency_recorder(&self) -> Option<&crate::management::metrics::SyncLatency> {
+        self.sync_latency.get().map(|(r, _)| r)
     }
 
     /// Is free disk space below the limit?
@@ -543,6 +569,18 @@ impl Core {
         self.mutate(|st| {
             st.users
                 .insert(name.to_owned(), User::new(name, password, tags));
+            Ok(())
+        })
+    }
+
+    /// Create or replace a user from a stored record (a definitions import: the hash is
+    /// kept as is).
+    ///
+    /// # Errors
+    /// I/O errors persisting.
+    pub fn put_user_record(&self, user: User) -> Result<()> {
+        self.mutate(|st| {
+            st.users.insert(user.name.clone(), user);
             Ok(())
         })
     }

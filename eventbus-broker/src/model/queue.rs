@@ -284,6 +284,8 @@ pub struct Queue {
     pub had_consumers: bool,
     /// Last use (for `x-expires`).
     pub last_used: Instant,
+    /// Message counters (management API, metrics).
+    pub stats: super::stats::QueueCounters,
 }
 
 impl Queue {
@@ -311,7 +313,18 @@ impl Queue {
             unacked: 0,
             had_consumers: false,
             last_used: Instant::now(),
+            stats: Default::default(),
         }
+    }
+
+    /// Bytes of ready message bodies.
+    pub fn ready_bytes(&self) -> usize {
+        self.ready_bytes
+    }
+
+    /// Ready messages in delivery order (for peeking; paged-out ones are stubs).
+    pub fn ready_iter(&self) -> impl Iterator<Item = &QueuedMessage> {
+        self.ready.values()
     }
 
     /// Ready message count.
@@ -434,6 +447,7 @@ impl Queue {
             priority,
             paged: None,
         });
+        super::stats::bump(&self.stats.publish, 1);
         let mut dropped = Vec::new();
         while self.over_limit(0, 0) {
             match self.ready.pop_first() {
@@ -454,6 +468,12 @@ impl Queue {
     /// Put back a delivered message at its original position, flagged redelivered.
     pub fn requeue(&mut self, mut qm: QueuedMessage) {
         qm.redelivered = true;
+        self.insert(qm);
+    }
+
+    /// Put a message taken with [`pop`](Self::pop) back unchanged (not flagged
+    /// redelivered: it was not delivered).
+    pub fn put_back(&mut self, qm: QueuedMessage) {
         self.insert(qm);
     }
 
@@ -541,8 +561,21 @@ impl Queue {
                 credit: c.credit.clone(),
             };
             let no_ack = c.no_ack;
+            let redelivered = delivery.msg.redelivered;
             match c.tx.send(Notify::Deliver(delivery)) {
                 Ok(()) => {
+                    let st = &self.stats;
+                    super::stats::bump(
+                        if no_ack {
+                            &st.deliver_no_ack
+                        } else {
+                            &st.deliver
+                        },
+                        1,
+                    );
+                    if redelivered {
+                        super::stats::bump(&st.redeliver, 1);
+                    }
                     if !no_ack {
                         self.unacked += 1;
                     }

@@ -73,6 +73,8 @@ pub struct VHost {
     pub queues: HashMap<String, Queue>,
     /// A durable definition changed since the flag was last cleared.
     pub dirty: bool,
+    /// Message counters (management API, metrics).
+    pub stats: super::stats::VhostCounters,
 }
 
 fn inequivalent(
@@ -146,6 +148,7 @@ impl VHost {
             exchanges: HashMap::new(),
             queues: HashMap::new(),
             dirty: false,
+            stats: Default::default(),
         };
         for (n, k) in [
             ("", ExchangeKind::Direct),
@@ -645,6 +648,7 @@ impl VHost {
         let Some(q) = self.queues.remove(name) else {
             return 0;
         };
+        self.stats.retired.absorb(&q.stats.load());
         for c in &q.consumers {
             let _ = c.tx.send(Notify::Cancelled {
                 channel: c.channel,
@@ -725,6 +729,7 @@ impl VHost {
             routed: !targets.is_empty(),
             rejected: false,
         };
+        super::stats::bump(&self.stats.publish, 1);
         let mut work = VecDeque::new();
         if !self.enqueue_all(&targets, &msg, ctx, &mut work) {
             out.rejected = true;
@@ -1087,6 +1092,19 @@ impl VHost {
             );
         }
         let mut msg = q.pop();
+        {
+            use super::stats::bump;
+            let st = &q.stats;
+            match &msg {
+                None => bump(&st.get_empty, 1),
+                Some(m) => {
+                    bump(if no_ack { &st.get_no_ack } else { &st.get }, 1);
+                    if m.redelivered {
+                        bump(&st.redeliver, 1);
+                    }
+                }
+            }
+        }
         if let Some(m) = &mut msg {
             if no_ack && m.paged.is_some() {
                 // settled at once: read the body back before the store forgets it
@@ -1136,6 +1154,9 @@ impl VHost {
             return;
         };
         q.unacked = q.unacked.saturating_sub(msgs.len());
+        if !requeue && !dead_letter {
+            super::stats::bump(&q.stats.ack, msgs.len() as u64);
+        }
         if requeue {
             for m in msgs {
                 q.requeue(m);
@@ -1150,6 +1171,114 @@ impl VHost {
         if dead_letter {
             self.reject_to_dlx(qname, msgs, ctx);
         }
+    }
+
+    /// Move up to `max` ready messages (all if `None`) from `source` to `dests`
+    /// round-robin, in order, each under the broker lock: a message is enqueued into its
+    /// destination (and appended to the store for a durable destination) before it is
+    /// settled in the source, so it is never lost nor left in both. Properties, headers and
+    /// persistence are kept. Stops early when a destination refuses a message
+    /// (`reject-publish`); that message stays at the head of `source`. The round-robin
+    /// starts at `dests[first % dests.len()]` (callers moving in batches pass the number
+    /// already moved). Returns the number moved.
+    ///
+    /// # Errors
+    /// 404 for a missing queue, 406 when `dests` is empty or contains `source`, 405 for an
+    /// exclusive queue of another connection.
+    pub fn move_messages(
+        &mut self,
+        source: &str,
+        dests: &[String],
+        max: Option<u64>,
+        first: usize,
+        conn_id: u64,
+        ctx: Ctx<'_>,
+    ) -> Result<u64, AmqpError> {
+        self.queue_mut(source, conn_id)?;
+        if dests.is_empty() {
+            return Err(AmqpError::precondition("no destination queues"));
+        }
+        for d in dests {
+            self.queue_mut(d, conn_id)?;
+            if d == source {
+                return Err(AmqpError::precondition(format!(
+                    "queue '{source}' cannot be moved into itself"
+                )));
+            }
+        }
+        let key = self.queue_key(source);
+        let mut moved = 0u64;
+        let mut work = VecDeque::new();
+        let mut next = first;
+        while max.is_none_or(|m| moved < m) {
+            let Some(q) = self.queues.get_mut(source) else {
+                break;
+            };
+            let src_durable = q.durable;
+            let mut expired = q.take_expired(ctx.now);
+            if !expired.is_empty() {
+                let dl = q.args.dlx.is_some();
+                forget(
+                    src_durable,
+                    (&key.vhost, source),
+                    &mut expired,
+                    None,
+                    dl,
+                    ctx,
+                );
+                work.push_back((source.to_owned(), expired, "expired"));
+                continue;
+            }
+            let Some(q) = self.queues.get_mut(source) else {
+                break;
+            };
+            let Some(mut qm) = q.pop() else { break };
+            if qm.paged.is_some() && !page_in(&key, &mut qm, ctx) {
+                continue; // unreadable: logged and settled by page_in
+            }
+            let dest = &dests[next % dests.len()];
+            match self.enqueue(dest, qm.msg.clone(), ctx, &mut work) {
+                Placed::Refused => {
+                    if let Some(q) = self.queues.get_mut(source) {
+                        q.put_back(qm);
+                    }
+                    break;
+                }
+                Placed::Memory => {}
+                Placed::Persist(id, _) => {
+                    let stored = StoredMessage {
+                        id,
+                        exchange: qm.msg.exchange.clone(),
+                        routing_key: qm.msg.routing_key.clone(),
+                        raw_properties: qm.msg.raw_properties.clone(),
+                        body: qm.msg.body.clone(),
+                        meta: MsgMeta {
+                            enqueued_at_ms: unix_ms(),
+                            ttl_ms: qm.msg.expiration_ms().ok().flatten(),
+                        },
+                    };
+                    if let Err(e) = ctx.store.append(&self.queue_key(dest), &stored) {
+                        tracing::error!(queue = %dest, error = %e, "cannot store moved message");
+                    }
+                }
+            }
+            next += 1;
+            moved += 1;
+            let mut one = vec![qm];
+            forget(
+                src_durable,
+                (&key.vhost, source),
+                &mut one,
+                None,
+                false,
+                ctx,
+            );
+        }
+        let touched = self.process_dead_letters(work, ctx);
+        for q in dests.iter().chain(&touched) {
+            self.dispatch(q, ctx);
+        }
+        Ok(moved)
     }
 
     /// A connection closed: delete its exclusive queues.
