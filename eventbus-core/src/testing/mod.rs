@@ -16,6 +16,7 @@
 
 pub mod bus;
 mod harness;
+pub mod process;
 
 pub use bus::run_bus_conformance;
 pub use harness::{Attempt, RunningTestBus, TestBus};
