@@ -539,14 +539,15 @@ pub mod amqp {
 
     use futures_util::StreamExt;
     use lapin::options::{
-        BasicAckOptions, BasicConsumeOptions, ExchangeDeclareOptions, QueueDeleteOptions,
+        BasicAckOptions, BasicConsumeOptions, ExchangeDeclareOptions, QueueDeclareOptions,
+        QueueDeleteOptions,
     };
     use lapin::types::FieldTable;
     use lapin::{Connection, ConnectionProperties, ExchangeKind};
 
     use super::*;
     use crate::transport::amqp::{AmqpConfig, AmqpTransport};
-    use crate::transport::{dead_letter_name, Subscriber};
+    use crate::transport::{dead_letter_name, Publisher, Subscriber};
 
     /// Settings with exchanges of their own (so that a shared broker's
     /// existing `eventbus` exchange does not matter) and expiring queues.
@@ -578,6 +579,56 @@ pub mod amqp {
         unrouted_events_land_in_the_unrouted_queue(uri).await;
         existing_exchange_without_alternate_exchange_is_accepted(uri).await;
         dead_instance_partitions_are_taken_over(uri).await;
+        partitions_share_keys_evenly(uri).await;
+    }
+
+    /// 1000 keys over 8 partitions: no partition queue gets more than
+    /// twice its fair share (the binding weight, see
+    /// [`PARTITION_POINTS`](crate::transport::amqp::PARTITION_POINTS)).
+    pub async fn partitions_share_keys_evenly(uri: &str) {
+        const P: u16 = 8;
+        const KEYS: usize = 1000;
+        let t = connect(isolated_config(uri)).await;
+        let (group, event) = (unique("g-spread"), unique("ev.spread"));
+        let spec = SubscriptionSpec::new(&group, [event.as_str()]).partitions(P);
+        t.declare(&spec).await.expect("declare");
+        let sent: Vec<Envelope> = (0..KEYS)
+            .map(|k| envelope(&event, Some(&format!("k{k}")), 0))
+            .collect();
+        t.publish_batch(&sent).await.expect("publish");
+        let admin = raw(uri).await;
+        let ch = admin.create_channel().await.unwrap();
+        let mut counts = Vec::new();
+        for i in 0..P {
+            let q = ch
+                .queue_declare(
+                    crate::transport::partition_name(&group, i).as_str().into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .expect("inspect partition");
+            counts.push(q.message_count() as usize);
+        }
+        assert_eq!(counts.iter().sum::<usize>(), KEYS, "routed: {counts:?}");
+        let fair = KEYS / usize::from(P);
+        assert!(
+            counts.iter().all(|c| *c <= 2 * fair),
+            "keys per partition {counts:?}: more than twice the fair share {fair}"
+        );
+        for i in 0..P {
+            let _ = ch
+                .queue_delete(
+                    crate::transport::partition_name(&group, i).as_str().into(),
+                    QueueDeleteOptions::default(),
+                )
+                .await;
+        }
+        let _ = admin.close(200, "bye".into()).await;
+        t.close().await.unwrap();
     }
 
     /// The dead-letter queue deleted behind the transport's back: the dead
