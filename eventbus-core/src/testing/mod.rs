@@ -106,6 +106,41 @@ pub async fn run_conformance<T: Transport + ?Sized>(t: &T) {
     declare_provisions_before_consuming(t).await;
     publish_batch_delivers_all(t).await;
     partitioned_group_shares_partitions(t).await;
+    pending_counts_unsettled_deliveries(t, 1).await;
+    pending_counts_unsettled_deliveries(t, 4).await;
+}
+
+/// [`Subscriber::pending`](crate::Subscriber::pending), where the transport
+/// can tell, counts a group's deliveries until they are settled, on a plain
+/// (`partitions` 1) or a partitioned group.
+pub async fn pending_counts_unsettled_deliveries<T: Transport + ?Sized>(t: &T, partitions: u16) {
+    let (group, event) = (unique("g-pending"), unique("ev.pending"));
+    let spec = SubscriptionSpec::new(&group, [event.as_str()])
+        .prefetch(16)
+        .partitions(partitions);
+    let mut sub = t.subscribe(spec).await.expect("subscribe");
+    if partitions > 1 {
+        await_partition_balance(&[&sub], partitions).await;
+    }
+    let pending = || async { t.pending(&group).await.expect("pending") };
+    if pending().await.is_none() {
+        return;
+    }
+    assert_eq!(pending().await, Some(0), "pending of a fresh group");
+    for n in 0..3 {
+        publish(t, &envelope(&event, Some(&format!("k{n}")), n)).await;
+    }
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(expect_delivery(&mut sub, "pending: delivery").await);
+    }
+    assert_eq!(pending().await, Some(3), "three delivered, none settled");
+    held.pop().unwrap().ack().await.expect("ack");
+    assert_eq!(pending().await, Some(2), "one of three acked");
+    for d in held {
+        d.ack().await.expect("ack");
+    }
+    assert_eq!(pending().await, Some(0), "all acked");
 }
 
 /// Every envelope field survives the trip unchanged.

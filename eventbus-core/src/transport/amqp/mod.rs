@@ -532,14 +532,17 @@ impl AmqpTransport {
         Ok(Subscription::new(ReceiverStream(rx)))
     }
 
+    /// Wraps a broker delivery of `group`'s; `unsettled` is the group's
+    /// counter (resolved once per subscription: no lock per delivery).
     fn delivery(
         &self,
         d: lapin::message::Delivery,
         group: &Arc<str>,
+        unsettled: &Arc<std::sync::atomic::AtomicU64>,
         in_flight: Option<InFlightGuard>,
     ) -> Delivery {
         let envelope = envelope_from_amqp(d.routing_key.as_str(), &d.properties, &d.data);
-        let unsettled = Unsettled::new(&self.counts(group).unsettled);
+        let unsettled = Unsettled::new(unsettled);
         Delivery::new(
             Arc::new(envelope),
             d.redelivered,
@@ -790,6 +793,7 @@ async fn pump(
 ) {
     let mut current = Some(first);
     let mut backoff = Duration::from_millis(100);
+    let unsettled = transport.counts(&spec.group).unsettled;
     loop {
         let (channel, mut consumer) = match current.take() {
             Some(c) => c,
@@ -821,7 +825,7 @@ async fn pump(
                 }
                 item = consumer.next() => match item {
                     Some(Ok(d)) => {
-                        let delivery = transport.delivery(d, &spec.group, None);
+                        let delivery = transport.delivery(d, &spec.group, &unsettled, None);
                         if tx.send(Ok(delivery)).await.is_err() {
                             let _ = channel.close(200, "subscription dropped".into()).await;
                             return;
