@@ -157,6 +157,7 @@ where
     #[cfg(not(feature = "sqlite"))]
     eprintln!("bus conformance [inbox]: skipped (eventbus-core built without `sqlite`)");
     run(catch(keeps_per_key_order(&make)).await);
+    run(catch(wait_idle_returns_once_all_is_handled(&make)).await);
     if !failed.is_empty() {
         panic!(
             "{} bus conformance check(s) failed:\n  {}",
@@ -898,4 +899,45 @@ where
             );
         }
     }
+}
+
+/// `RunningBus::wait_idle` returns once every published event was handled,
+/// retries included, and not before: the handler has seen them all by then.
+pub async fn wait_idle_returns_once_all_is_handled<F, Fut>(make: &F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn Transport>>,
+{
+    const CHECK: &str = "wait_idle";
+    const EVENTS: u64 = 50;
+    let (group, event) = (unique("g-bus-idle"), leak(unique("ev.bus-idle")));
+    let handled = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let h = handled.clone();
+    let mut bus = EventBus::from_arc(make().await);
+    bus.register(handler_fn(config(&group, 3), vec![event], move |cx| {
+        let h = h.clone();
+        async move {
+            if cx.attempt() == 1 && cx.key() == Some("k-retry") {
+                return Err("conformance: first attempt fails".into());
+            }
+            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+    }));
+    let bus = start(CHECK, bus).await;
+    for n in 0..EVENTS {
+        let key = if n % 5 == 0 { "k-retry" } else { "k" };
+        publish(CHECK, &bus, &envelope(event, Some(key), n)).await;
+    }
+    if let Err(e) = bus.wait_idle(DELIVERY_TIMEOUT).await {
+        fail(CHECK, format_args!("not idle: {e}"));
+    }
+    let seen = handled.load(std::sync::atomic::Ordering::SeqCst);
+    if seen != EVENTS {
+        fail(
+            CHECK,
+            format_args!("wait_idle returned with {seen} of {EVENTS} events handled"),
+        );
+    }
+    shutdown(CHECK, bus).await;
 }
