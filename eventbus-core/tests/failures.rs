@@ -7,56 +7,23 @@
 //! every task waits, so "handled before the backoff ran out" is checked
 //! exactly, not by luck.
 
-use std::sync::atomic::{AtomicU32, Ordering as AtomicOrdering};
+#[path = "support/bus.rs"]
+mod support;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use eventbus_core::testing::{envelope, expect_delivery, unique};
 use eventbus_core::{
-    handler_fn, header, Backoff, Context, Event, EventBus, EventPublisher, HandleError,
-    HandlerConfig, MemoryTransport, Publisher, RetryPolicy, Subscriber,
+    handler_fn, header, Context, Event, EventBus, EventPublisher, HandleError, HandlerConfig,
+    MemoryTransport, Publisher, Subscriber,
 };
 use serde::{Deserialize, Serialize};
+use support::{config, count, counted, leak, n_of, setup, wait_until, Setup};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 const HOUR: Duration = Duration::from_secs(3600);
-
-fn config(group: &str, attempts: u32, backoff: Duration) -> HandlerConfig {
-    let mut c = HandlerConfig::new(group);
-    c.retry = RetryPolicy {
-        max_attempts: attempts,
-        backoff: Backoff {
-            initial: backoff,
-            max: backoff,
-            multiplier: 1,
-            jitter: false,
-        },
-    };
-    c
-}
-
-fn leak(s: String) -> &'static str {
-    Box::leak(s.into_boxed_str())
-}
-
-fn n_of(cx: &Context) -> u64 {
-    cx.envelope()
-        .headers
-        .get("x-test-n")
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-/// Waits (on the paused clock too) until `f` holds, woken by every publish
-/// and settlement on `t` (what the handlers record comes before their
-/// settlement); fails after `limit` of the test's clock.
-async fn wait_until(t: &MemoryTransport, limit: Duration, f: impl FnMut() -> bool) {
-    tokio::time::timeout(limit, t.wait_until(f))
-        .await
-        .unwrap_or_else(|_| panic!("condition not reached in {limit:?}"));
-}
 
 /// Waits for a handler's `notify_one` on `signal`; fails after `limit`.
 async fn signalled(signal: &Notify, limit: Duration) {
@@ -67,12 +34,15 @@ async fn signalled(signal: &Notify, limit: Duration) {
 
 #[tokio::test(start_paused = true)]
 async fn a_failing_key_parks_only_itself() {
-    let t = MemoryTransport::new();
-    let (group, event) = (unique("g"), leak(unique("ev")));
+    let Setup {
+        t,
+        mut bus,
+        group,
+        event,
+    } = setup();
     // (key, n, clock when handled, attempt)
     let seen = Arc::new(Mutex::new(Vec::<(String, u64, Instant, u32)>::new()));
     let s = seen.clone();
-    let mut bus = EventBus::new(t.clone());
     // One worker: without parking, the bad key's backoff would hold every key.
     bus.register(handler_fn(
         config(&group, 3, HOUR),
@@ -164,11 +134,14 @@ async fn a_failing_key_parks_only_itself() {
 
 #[tokio::test(start_paused = true)]
 async fn unkeyed_retries_park_alone() {
-    let t = MemoryTransport::new();
-    let (group, event) = (unique("g"), leak(unique("ev")));
+    let Setup {
+        t,
+        mut bus,
+        group,
+        event,
+    } = setup();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = seen.clone();
-    let mut bus = EventBus::new(t.clone());
     bus.register(handler_fn(
         config(&group, 2, HOUR),
         vec![event],
@@ -196,32 +169,22 @@ async fn unkeyed_retries_park_alone() {
 
 #[tokio::test]
 async fn permanent_errors_are_dead_lettered_at_once() {
-    let t = MemoryTransport::new();
-    let (group, event) = (unique("g"), leak(unique("ev")));
-    let calls = Arc::new(AtomicU32::new(0));
-    let c = calls.clone();
-    let mut bus = EventBus::new(t.clone());
-    bus.register(handler_fn(
-        config(&group, 5, HOUR),
-        vec![event],
-        move |_cx| {
-            let c = c.clone();
-            async move {
-                c.fetch_add(1, AtomicOrdering::SeqCst);
-                Err(HandleError::permanent("unknown product p-9"))
-            }
-        },
-    ));
+    let Setup {
+        t,
+        mut bus,
+        group,
+        event,
+    } = setup();
+    let (handler, calls) = counted(config(&group, 5, HOUR), event, |_cx, _n| async {
+        Err(HandleError::permanent("unknown product p-9"))
+    });
+    bus.register(handler);
     let running = bus.start().await.unwrap();
     t.publish(&envelope(event, Some("k"), 1)).await.unwrap();
     let mut dlq = t.subscribe_dead_letters(&group, 8).await.unwrap();
     let dead = expect_delivery(&mut dlq, "dead letter").await;
     running.shutdown().await;
-    assert_eq!(
-        calls.load(AtomicOrdering::SeqCst),
-        1,
-        "retried a permanent error"
-    );
+    assert_eq!(count(&calls), 1, "retried a permanent error");
     let h = &dead.envelope.headers;
     assert_eq!(h.get(header::DEAD_LETTER_REASON), Some("permanent"));
     assert_eq!(h.get(header::DEAD_LETTER_ATTEMPTS), Some("1"));
@@ -233,24 +196,19 @@ async fn permanent_errors_are_dead_lettered_at_once() {
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_returns_parked_messages() {
-    let t = MemoryTransport::new();
-    let (group, event) = (unique("g"), leak(unique("ev")));
-    let calls = Arc::new(AtomicU32::new(0));
+    let Setup {
+        t,
+        mut bus,
+        group,
+        event,
+    } = setup();
     let called = Arc::new(Notify::new());
-    let (c, n) = (calls.clone(), called.clone());
-    let mut bus = EventBus::new(t.clone());
-    bus.register(handler_fn(
-        config(&group, 5, HOUR),
-        vec![event],
-        move |_cx| {
-            let (c, n) = (c.clone(), n.clone());
-            async move {
-                c.fetch_add(1, AtomicOrdering::SeqCst);
-                n.notify_one();
-                Err("down".into())
-            }
-        },
-    ));
+    let n = called.clone();
+    let (handler, calls) = counted(config(&group, 5, HOUR), event, move |_cx, _| {
+        n.notify_one();
+        async { Err("down".into()) }
+    });
+    bus.register(handler);
     let running = bus.start().await.unwrap();
     t.publish(&envelope(event, Some("k"), 1)).await.unwrap();
     t.publish(&envelope(event, Some("k"), 2)).await.unwrap();
@@ -267,18 +225,21 @@ async fn shutdown_returns_parked_messages() {
         (2, 0),
         "parked messages not returned"
     );
-    assert_eq!(calls.load(AtomicOrdering::SeqCst), 1);
+    assert_eq!(count(&calls), 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_deadline_abandons_a_stuck_handler() {
-    let t = MemoryTransport::new();
-    let (group, event) = (unique("g"), leak(unique("ev")));
+    let Setup {
+        t,
+        mut bus,
+        group,
+        event,
+    } = setup();
     let mut c = config(&group, 5, HOUR);
     c.timeout = None;
     let started = Arc::new(Notify::new());
     let s = started.clone();
-    let mut bus = EventBus::new(t.clone());
     bus.shutdown_timeout(Duration::from_secs(5));
     bus.register(handler_fn(c, vec![event], move |_cx| {
         let s = s.clone();
@@ -574,10 +535,13 @@ async fn run_until_idle_fails_when_a_handler_never_finishes() {
 
 #[tokio::test(start_paused = true)]
 async fn wait_idle_wakes_on_the_settlement_itself() {
-    let t = MemoryTransport::new();
-    let (group, event) = (unique("g-wait-idle"), leak(unique("ev.wait-idle")));
+    let Setup {
+        t,
+        mut bus,
+        group,
+        event,
+    } = setup();
     const BACKOFF: Duration = Duration::from_secs(600);
-    let mut bus = EventBus::new(t.clone());
     bus.register(handler_fn(
         config(&group, 2, BACKOFF),
         vec![event],
