@@ -204,6 +204,19 @@ fn unavailable(e: lapin::Error) -> TransportError {
     TransportError::Unavailable(Box::new(e))
 }
 
+/// A declaration's failure: the broker's refusal (an AMQP error reply:
+/// access refused, inequivalent arguments, …) is final and names `what`
+/// was refused; anything else (connection lost) is [`unavailable`].
+fn refused(what: impl std::fmt::Display) -> impl FnOnce(lapin::Error) -> TransportError {
+    move |e| {
+        if e.is_amqp_error() {
+            TransportError::Other(format!("the broker refused to declare {what}: {e}").into())
+        } else {
+            unavailable(e)
+        }
+    }
+}
+
 fn short(s: &str) -> Result<ShortString, TransportError> {
     ShortString::try_new(s.to_owned())
         .map_err(|_| TransportError::Rejected(format!("name longer than 255 bytes: {s:.40}…")))
@@ -588,7 +601,7 @@ impl AmqpTransport {
                 args,
             )
             .await
-            .map_err(unavailable)
+            .map_err(refused(format_args!("queue '{name}'")))
     }
 
     /// Declares `spec`'s topology on `channel` (see the module docs).
@@ -608,7 +621,9 @@ impl AmqpTransport {
                     FieldTable::default(),
                 )
                 .await
-                .map_err(unavailable)
+                .map_err(refused(format_args!(
+                    "the binding of queue '{queue}' to exchange '{exchange}' ('{key}')"
+                )))
         };
         let dlq = dead_letter_name(&spec.group);
         self.declare_queue(channel, &dlq, &[]).await?;
@@ -638,7 +653,9 @@ impl AmqpTransport {
                     FieldTable::default(),
                 )
                 .await
-                .map_err(unavailable)?;
+                .map_err(refused(format_args!(
+                    "the binding of exchange '{hash}' to exchange '{exchange}' ('{event}')"
+                )))?;
         }
         for i in 0..spec.partitions {
             let queue = partition_name(&spec.group, i);
@@ -722,7 +739,7 @@ impl AmqpTransport {
                     .into(),
                 )
             } else {
-                unavailable(e)
+                refused(format_args!("exchange '{name}'"))(e)
             }
         })
     }
