@@ -400,13 +400,20 @@ impl RunningBus {
     /// what their handlers published to each other meanwhile. For short
     /// programs and scripts — publish, `wait_idle`, `shutdown` — that must
     /// not exit before their events were handled. (Tests are better served
-    /// by [`crate::testing::TestBus`].) Polls the transport's counts
-    /// ([`Subscriber::pending`](crate::Subscriber::pending)) until they are
-    /// zero twice in a row, at most `timeout`.
+    /// by [`crate::testing::TestBus`].) Wakes on the transport's
+    /// settlements where it can ([`Subscriber::wait_settled`](crate::Subscriber::wait_settled):
+    /// the memory transport); otherwise (AMQP) polls its counts
+    /// ([`Subscriber::pending`](crate::Subscriber::pending)) every few
+    /// milliseconds. Either way it wants zero twice, the second look after
+    /// the tasks woken by the last settlement ran; at most `timeout`.
     pub async fn wait_idle(&self, timeout: Duration) -> Result<(), WaitIdleError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut idle_seen = false;
         loop {
+            let woken =
+                tokio::time::timeout_at(deadline, self.transport.wait_settled(&self.groups))
+                    .await
+                    .unwrap_or(Ok(false))?;
             let mut pending = 0;
             for g in &self.groups {
                 pending += self
@@ -422,7 +429,14 @@ impl RunningBus {
             if tokio::time::Instant::now() >= deadline {
                 return Err(WaitIdleError::Timeout { timeout, pending });
             }
-            tokio::time::sleep(Duration::from_millis(if idle_seen { 20 } else { 5 })).await;
+            if woken {
+                // Let the tasks woken by the last settlement run first.
+                for _ in 0..8 {
+                    tokio::task::yield_now().await;
+                }
+            } else {
+                tokio::time::sleep(Duration::from_millis(if idle_seen { 20 } else { 5 })).await;
+            }
         }
     }
 

@@ -7,71 +7,42 @@
 //! every task waits, so "handled before the backoff ran out" is checked
 //! exactly, not by luck.
 
-use std::sync::atomic::{AtomicU32, Ordering as AtomicOrdering};
+#[path = "support/bus.rs"]
+mod support;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use eventbus_core::testing::{envelope, expect_delivery, unique};
 use eventbus_core::{
-    handler_fn, header, Backoff, Context, Event, EventBus, EventPublisher, HandleError,
-    HandlerConfig, MemoryTransport, Publisher, RetryPolicy, Subscriber,
+    handler_fn, header, Context, Event, EventBus, EventPublisher, HandleError, HandlerConfig,
+    MemoryTransport, Publisher, Subscriber,
 };
 use serde::{Deserialize, Serialize};
+use support::{config, count, counted, leak, n_of, setup, wait_until, Setup};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
-fn config(group: &str, attempts: u32, backoff: Duration) -> HandlerConfig {
-    let mut c = HandlerConfig::new(group);
-    c.retry = RetryPolicy {
-        max_attempts: attempts,
-        backoff: Backoff {
-            initial: backoff,
-            max: backoff,
-            multiplier: 1,
-            jitter: false,
-        },
-    };
-    c
-}
-
-fn leak(s: String) -> &'static str {
-    Box::leak(s.into_boxed_str())
-}
-
-fn n_of(cx: &Context) -> u64 {
-    cx.envelope()
-        .headers
-        .get("x-test-n")
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-/// Waits (on the paused clock too) until `f` holds; fails after `limit`
-/// of the test's clock.
-async fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    // Look often relative to the limit: on the paused clock every step is
-    // a turn of the loop.
-    let step = (limit / 10_000).max(Duration::from_millis(1));
-    while !f() {
-        assert!(
-            Instant::now() < deadline,
-            "condition not reached in {limit:?}"
-        );
-        tokio::time::sleep(step).await;
-    }
+/// Waits for a handler's `notify_one` on `signal`; fails after `limit`.
+async fn signalled(signal: &Notify, limit: Duration) {
+    tokio::time::timeout(limit, signal.notified())
+        .await
+        .unwrap_or_else(|_| panic!("handler not reached in {limit:?}"));
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_failing_key_parks_only_itself() {
-    let t = MemoryTransport::new();
-    let (group, event) = (unique("g"), leak(unique("ev")));
+    let Setup {
+        t,
+        mut bus,
+        group,
+        event,
+    } = setup();
     // (key, n, clock when handled, attempt)
     let seen = Arc::new(Mutex::new(Vec::<(String, u64, Instant, u32)>::new()));
     let s = seen.clone();
-    let mut bus = EventBus::new(t.clone());
     // One worker: without parking, the bad key's backoff would hold every key.
     bus.register(handler_fn(
         config(&group, 3, HOUR),
@@ -104,7 +75,7 @@ async fn a_failing_key_parks_only_itself() {
         }
     }
     let healthy = |v: &Vec<(String, u64, Instant, u32)>| v.iter().filter(|e| e.0 != "bad").count();
-    wait_until(Duration::from_secs(60), || {
+    wait_until(&t, Duration::from_secs(60), || {
         healthy(&seen.lock().unwrap()) == 1000
     })
     .await;
@@ -133,7 +104,7 @@ async fn a_failing_key_parks_only_itself() {
         dead.envelope.headers.get(header::DEAD_LETTER_ATTEMPTS),
         Some("3")
     );
-    wait_until(3 * HOUR, || {
+    wait_until(&t, 3 * HOUR, || {
         seen.lock().unwrap().iter().filter(|e| e.0 == "bad").count() == 7
     })
     .await;
@@ -163,11 +134,14 @@ async fn a_failing_key_parks_only_itself() {
 
 #[tokio::test(start_paused = true)]
 async fn unkeyed_retries_park_alone() {
-    let t = MemoryTransport::new();
-    let (group, event) = (unique("g"), leak(unique("ev")));
+    let Setup {
+        t,
+        mut bus,
+        group,
+        event,
+    } = setup();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = seen.clone();
-    let mut bus = EventBus::new(t.clone());
     bus.register(handler_fn(
         config(&group, 2, HOUR),
         vec![event],
@@ -188,39 +162,29 @@ async fn unkeyed_retries_park_alone() {
     for n in 0..3 {
         t.publish(&envelope(event, None, n)).await.unwrap();
     }
-    wait_until(2 * HOUR, || seen.lock().unwrap().len() == 4).await;
+    wait_until(&t, 2 * HOUR, || seen.lock().unwrap().len() == 4).await;
     assert_eq!(*seen.lock().unwrap(), vec![(0, 1), (1, 1), (2, 1), (0, 2)]);
     running.shutdown().await;
 }
 
 #[tokio::test]
 async fn permanent_errors_are_dead_lettered_at_once() {
-    let t = MemoryTransport::new();
-    let (group, event) = (unique("g"), leak(unique("ev")));
-    let calls = Arc::new(AtomicU32::new(0));
-    let c = calls.clone();
-    let mut bus = EventBus::new(t.clone());
-    bus.register(handler_fn(
-        config(&group, 5, HOUR),
-        vec![event],
-        move |_cx| {
-            let c = c.clone();
-            async move {
-                c.fetch_add(1, AtomicOrdering::SeqCst);
-                Err(HandleError::permanent("unknown product p-9"))
-            }
-        },
-    ));
+    let Setup {
+        t,
+        mut bus,
+        group,
+        event,
+    } = setup();
+    let (handler, calls) = counted(config(&group, 5, HOUR), event, |_cx, _n| async {
+        Err(HandleError::permanent("unknown product p-9"))
+    });
+    bus.register(handler);
     let running = bus.start().await.unwrap();
     t.publish(&envelope(event, Some("k"), 1)).await.unwrap();
     let mut dlq = t.subscribe_dead_letters(&group, 8).await.unwrap();
     let dead = expect_delivery(&mut dlq, "dead letter").await;
     running.shutdown().await;
-    assert_eq!(
-        calls.load(AtomicOrdering::SeqCst),
-        1,
-        "retried a permanent error"
-    );
+    assert_eq!(count(&calls), 1, "retried a permanent error");
     let h = &dead.envelope.headers;
     assert_eq!(h.get(header::DEAD_LETTER_REASON), Some("permanent"));
     assert_eq!(h.get(header::DEAD_LETTER_ATTEMPTS), Some("1"));
@@ -232,29 +196,23 @@ async fn permanent_errors_are_dead_lettered_at_once() {
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_returns_parked_messages() {
-    let t = MemoryTransport::new();
-    let (group, event) = (unique("g"), leak(unique("ev")));
-    let calls = Arc::new(AtomicU32::new(0));
-    let c = calls.clone();
-    let mut bus = EventBus::new(t.clone());
-    bus.register(handler_fn(
-        config(&group, 5, HOUR),
-        vec![event],
-        move |_cx| {
-            let c = c.clone();
-            async move {
-                c.fetch_add(1, AtomicOrdering::SeqCst);
-                Err("down".into())
-            }
-        },
-    ));
+    let Setup {
+        t,
+        mut bus,
+        group,
+        event,
+    } = setup();
+    let called = Arc::new(Notify::new());
+    let n = called.clone();
+    let (handler, calls) = counted(config(&group, 5, HOUR), event, move |_cx, _| {
+        n.notify_one();
+        async { Err("down".into()) }
+    });
+    bus.register(handler);
     let running = bus.start().await.unwrap();
     t.publish(&envelope(event, Some("k"), 1)).await.unwrap();
     t.publish(&envelope(event, Some("k"), 2)).await.unwrap();
-    wait_until(Duration::from_secs(1), || {
-        calls.load(AtomicOrdering::SeqCst) == 1
-    })
-    .await;
+    signalled(&called, Duration::from_secs(1)).await;
     let before = Instant::now();
     running.shutdown().await;
     assert!(
@@ -267,33 +225,33 @@ async fn shutdown_returns_parked_messages() {
         (2, 0),
         "parked messages not returned"
     );
-    assert_eq!(calls.load(AtomicOrdering::SeqCst), 1);
+    assert_eq!(count(&calls), 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_deadline_abandons_a_stuck_handler() {
-    let t = MemoryTransport::new();
-    let (group, event) = (unique("g"), leak(unique("ev")));
+    let Setup {
+        t,
+        mut bus,
+        group,
+        event,
+    } = setup();
     let mut c = config(&group, 5, HOUR);
     c.timeout = None;
-    let started = Arc::new(AtomicU32::new(0));
+    let started = Arc::new(Notify::new());
     let s = started.clone();
-    let mut bus = EventBus::new(t.clone());
     bus.shutdown_timeout(Duration::from_secs(5));
     bus.register(handler_fn(c, vec![event], move |_cx| {
         let s = s.clone();
         async move {
-            s.fetch_add(1, AtomicOrdering::SeqCst);
+            s.notify_one();
             std::future::pending::<()>().await;
             Ok(())
         }
     }));
     let running = bus.start().await.unwrap();
     t.publish(&envelope(event, Some("k"), 1)).await.unwrap();
-    wait_until(Duration::from_secs(1), || {
-        started.load(AtomicOrdering::SeqCst) == 1
-    })
-    .await;
+    signalled(&started, Duration::from_secs(1)).await;
     let before = Instant::now();
     running.shutdown().await;
     let took = Instant::now() - before;
@@ -518,4 +476,90 @@ async fn a_failed_start_stops_the_groups_it_started() {
         stats.consumers, 0,
         "first group still consumed after a failed start"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn run_until_idle_waits_through_retry_backoffs() {
+    use eventbus_core::testing::TestBus;
+    let (group, event) = (unique("g-idle"), leak(unique("ev.idle")));
+    let mut t = TestBus::new();
+    t.idle_timeout(3 * HOUR);
+    t.register(handler_fn(
+        config(&group, 3, HOUR),
+        vec![event],
+        |cx: Context| async move {
+            if cx.attempt() < 3 {
+                Err("not yet".into())
+            } else {
+                Ok(())
+            }
+        },
+    ));
+    let t = t.start().await;
+    let before = Instant::now();
+    t.publish_envelope(&envelope(event, Some("k"), 1)).await;
+    t.run_until_idle().await;
+    let results: Vec<_> = t.attempts(&group).into_iter().map(|a| a.result).collect();
+    assert_eq!(
+        results,
+        vec![
+            Some(Err("handler failed: not yet".to_owned())),
+            Some(Err("handler failed: not yet".to_owned())),
+            Some(Ok(()))
+        ]
+    );
+    let took = Instant::now() - before;
+    assert!(
+        took >= 2 * HOUR && took < 2 * HOUR + Duration::from_secs(1),
+        "two backoffs of an hour on the paused clock took {took:?}"
+    );
+    t.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+#[should_panic(expected = "test bus not idle after 60s: 1 message(s) unsettled")]
+async fn run_until_idle_fails_when_a_handler_never_finishes() {
+    use eventbus_core::testing::TestBus;
+    let (group, event) = (unique("g-stuck"), leak(unique("ev.stuck")));
+    let mut c = config(&group, 1, HOUR);
+    c.timeout = None;
+    let mut t = TestBus::new();
+    t.register(handler_fn(c, vec![event], |_cx: Context| async move {
+        std::future::pending::<()>().await;
+        Ok(())
+    }));
+    let t = t.start().await;
+    t.publish_envelope(&envelope(event, Some("k"), 1)).await;
+    t.run_until_idle().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_idle_wakes_on_the_settlement_itself() {
+    let Setup {
+        t,
+        mut bus,
+        group,
+        event,
+    } = setup();
+    const BACKOFF: Duration = Duration::from_secs(600);
+    bus.register(handler_fn(
+        config(&group, 2, BACKOFF),
+        vec![event],
+        |cx: Context| async move {
+            if cx.attempt() == 1 {
+                Err("later".into())
+            } else {
+                Ok(())
+            }
+        },
+    ));
+    let running = bus.start().await.unwrap();
+    let before = Instant::now();
+    t.publish(&envelope(event, Some("k"), 1)).await.unwrap();
+    running.wait_idle(2 * BACKOFF).await.unwrap();
+    // Woken by the ack after the retry (on the paused clock the time
+    // stands still from there), not by a poll some milliseconds later.
+    assert_eq!(Instant::now() - before, BACKOFF);
+    assert_eq!(t.pending(), 0);
+    running.shutdown().await;
 }

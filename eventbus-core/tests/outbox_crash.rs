@@ -8,21 +8,22 @@
 //!   before the ack: the message is redelivered and the inbox makes its
 //!   effect happen once.
 //!
-//! A `harness = false` test: `main` runs the crash test, or, when started
-//! with `EVENTBUS_CRASH_ROLE` set, plays the child.
+//! A `harness = false` test on [`eventbus_core::testing::process`]: `main`
+//! runs the crash test, or, when started with `EVENTBUS_CRASH_ROLE` set,
+//! plays the child.
 
 mod support;
 #[path = "support/table_queue.rs"]
 mod table_queue;
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eventbus_core::inbox::{self, Inbox, InboxConfig};
 use eventbus_core::outbox::{Outbox, OutboxConfig, Relay, RelayConfig};
 use eventbus_core::testing::envelope;
+use eventbus_core::testing::process::{self, ChildProcess, ProcessTest};
 use eventbus_core::{handler_fn, Context, EventBus, HandlerConfig};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::Postgres;
@@ -44,54 +45,36 @@ async fn pool() -> PgPool {
         .unwrap_or_else(|e| panic!("PostgreSQL at {} is required for this test: {e}", url()))
 }
 
-fn spawn_child(role: &str, tag: &str, extra: &[(&str, String)]) -> Child {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.env("EVENTBUS_CRASH_ROLE", role)
-        .env("EVENTBUS_CRASH_TAG", tag)
+/// The environment variable that makes this binary a child, and its role.
+const ROLE: &str = "EVENTBUS_CRASH_ROLE";
+
+fn spawn_child(role: &str, tag: &str, extra: &[(&str, String)]) -> ChildProcess {
+    let mut cmd = ChildProcess::command(ROLE, role);
+    cmd.env("EVENTBUS_CRASH_TAG", tag)
         .stdout(std::process::Stdio::null());
     for (k, v) in extra {
         cmd.env(k, v);
     }
-    cmd.spawn().expect("spawn child")
+    ChildProcess::spawn(cmd)
 }
 
-const TEST_NAME: &str = "killed_relays_lose_nothing_and_inbox_absorbs_duplicates";
-
 fn main() {
-    if let Ok(role) = std::env::var("EVENTBUS_CRASH_ROLE") {
-        crash_child(role);
-        return;
-    }
-    // Honour a name filter like the default harness (`cargo test <filter>`).
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    if !filters.is_empty() && !filters.iter().any(|f| TEST_NAME.contains(f.as_str())) {
-        println!("test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 1 filtered out");
-        return;
-    }
-    println!("test {TEST_NAME} ...");
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(killed_relays_lose_nothing_and_inbox_absorbs_duplicates());
-    println!("test {TEST_NAME} ... ok");
-    println!("test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out");
+    process::main(
+        ROLE,
+        crash_child,
+        &[ProcessTest {
+            name: "killed_relays_lose_nothing_and_inbox_absorbs_duplicates",
+            deadline: Duration::from_secs(600),
+            run: || Box::pin(killed_relays_lose_nothing_and_inbox_absorbs_duplicates()),
+        }],
+    );
 }
 
 /// The child side: a relay or a consumer, per `EVENTBUS_CRASH_ROLE`. Runs
 /// until killed.
 fn crash_child(role: String) {
     let tag = std::env::var("EVENTBUS_CRASH_TAG").unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async move {
+    process::runtime().block_on(async move {
         let pool = pool().await;
         match role.as_str() {
             "relay" => {
@@ -147,15 +130,6 @@ fn crash_child(role: String) {
     });
 }
 
-fn kill(mut child: Child) -> bool {
-    let crashed_itself = matches!(child.try_wait(), Ok(Some(_)));
-    if !crashed_itself {
-        child.kill().unwrap(); // SIGKILL
-    }
-    child.wait().unwrap();
-    crashed_itself
-}
-
 async fn killed_relays_lose_nothing_and_inbox_absorbs_duplicates() {
     let pool = pool().await;
     let tag = eventbus_core::event::new_message_id().simple().to_string();
@@ -194,9 +168,10 @@ async fn killed_relays_lose_nothing_and_inbox_absorbs_duplicates() {
             started.elapsed() < Duration::from_secs(240),
             "relays made no progress"
         );
-        let child = spawn_child("relay", &tag, &[]);
+        let mut child = spawn_child("relay", &tag, &[]);
+        // A random moment to crash at, not a synchronisation.
         tokio::time::sleep(Duration::from_millis(fastrand::u64(150..600))).await;
-        kill(child);
+        child.kill();
         kills += 1;
     }
     let published = queue.ids().await;
@@ -240,24 +215,20 @@ async fn killed_relays_lose_nothing_and_inbox_absorbs_duplicates() {
             "consumers made no progress"
         );
         let n = fastrand::u32(1..200);
-        let child = spawn_child(
+        let mut child = spawn_child(
             "consumer",
             &tag,
             &[("EVENTBUS_CRASH_ABORT_ON_ACK", n.to_string())],
         );
         // Run until it crashes itself (or a while, then kill it).
         let deadline = Instant::now() + Duration::from_secs(5);
-        let mut child = child;
         loop {
-            if matches!(child.try_wait(), Ok(Some(_)))
-                || Instant::now() > deadline
-                || queue.len().await == 0
-            {
+            if child.exited() || Instant::now() > deadline || queue.len().await == 0 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        if kill(child) {
+        if child.kill() {
             crashes += 1;
         }
     }

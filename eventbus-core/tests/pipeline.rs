@@ -1,61 +1,50 @@
 //! The handler pipeline end to end on the memory transport: retry, timeout,
 //! panic recovery, dead-lettering, bad input, user layers, shutdown.
 
+#[path = "support/bus.rs"]
+mod support;
+
 use std::sync::atomic::{AtomicU32, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use eventbus_core::testing::{envelope, expect_delivery, expect_quiet, unique};
 use eventbus_core::{
-    handler_fn, header, Backoff, Context, EventBus, HandleError, HandlerConfig, MemoryTransport,
-    Publisher, RetryPolicy, Subscriber,
+    handler_fn, header, Context, EventBus, HandleError, HandlerConfig, MemoryTransport, Publisher,
+    Subscriber,
 };
+use support::{count, counted, leak, setup, Setup};
 
+/// How long a condition may take to come true.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Fast retries (1 ms backoff) and a 200 ms per-attempt timeout.
 fn config(group: &str, attempts: u32) -> HandlerConfig {
-    let mut c = HandlerConfig::new(group);
-    c.retry = RetryPolicy {
-        max_attempts: attempts,
-        backoff: Backoff {
-            initial: Duration::from_millis(1),
-            max: Duration::from_millis(5),
-            multiplier: 2,
-            jitter: true,
-        },
-    };
+    let mut c = support::config(group, attempts, Duration::from_millis(1));
     c.timeout = Some(Duration::from_millis(200));
     c
 }
 
-fn leak(s: String) -> &'static str {
-    Box::leak(s.into_boxed_str())
-}
-
 #[tokio::test]
 async fn failing_handler_is_retried_then_succeeds() {
-    let t = MemoryTransport::new();
-    let (group, event) = (unique("g"), leak(unique("ev")));
-    let calls = Arc::new(AtomicU32::new(0));
-    let c = calls.clone();
-    let mut bus = EventBus::new(t.clone());
-    bus.register(handler_fn(
-        config(&group, 5),
-        vec![event],
-        move |cx: Context| {
-            let c = c.clone();
-            async move {
-                let n = c.fetch_add(1, AtomicOrdering::SeqCst) + 1;
-                assert_eq!(cx.attempt(), n, "attempt number");
-                if n < 3 {
-                    Err("transient".into())
-                } else {
-                    Ok(())
-                }
-            }
-        },
-    ));
+    let Setup {
+        t,
+        mut bus,
+        group,
+        event,
+    } = setup();
+    let (handler, calls) = counted(config(&group, 5), event, |cx, n| async move {
+        assert_eq!(cx.attempt(), n, "attempt number");
+        if n < 3 {
+            Err("transient".into())
+        } else {
+            Ok(())
+        }
+    });
+    bus.register(handler);
     let running = bus.start().await.unwrap();
     t.publish(&envelope(event, Some("k"), 1)).await.unwrap();
-    wait_until(|| calls.load(AtomicOrdering::SeqCst) == 3).await;
+    support::wait_until(&t, WAIT, || count(&calls) == 3).await;
     running.shutdown().await;
     let stats = t.queue_stats(&group).unwrap();
     assert_eq!((stats.ready, stats.unacked), (0, 0), "message not acked");
@@ -74,24 +63,22 @@ async fn dead_letter_of(t: &MemoryTransport, group: &str) -> eventbus_core::Enve
 
 #[tokio::test]
 async fn exhausted_retries_dead_letter_with_error_headers() {
-    let t = MemoryTransport::new();
-    let (group, event) = (unique("g"), leak(unique("ev")));
-    let calls = Arc::new(AtomicU32::new(0));
-    let c = calls.clone();
-    let mut bus = EventBus::new(t.clone());
-    bus.register(handler_fn(config(&group, 3), vec![event], move |_cx| {
-        let c = c.clone();
-        async move {
-            c.fetch_add(1, AtomicOrdering::SeqCst);
-            Err("database unavailable".into())
-        }
-    }));
+    let Setup {
+        t,
+        mut bus,
+        group,
+        event,
+    } = setup();
+    let (handler, calls) = counted(config(&group, 3), event, |_cx, _n| async {
+        Err("database unavailable".into())
+    });
+    bus.register(handler);
     let running = bus.start().await.unwrap();
     let sent = envelope(event, Some("k"), 1);
     t.publish(&sent).await.unwrap();
     let dead = dead_letter_of(&t, &group).await;
     running.shutdown().await;
-    assert_eq!(calls.load(AtomicOrdering::SeqCst), 3);
+    assert_eq!(count(&calls), 3);
     assert_eq!(dead.id, sent.id);
     assert_eq!(dead.payload, sent.payload);
     assert_eq!(dead.headers.get(header::DEAD_LETTER_ATTEMPTS), Some("3"));
@@ -114,11 +101,14 @@ async fn exhausted_retries_dead_letter_with_error_headers() {
 
 #[tokio::test]
 async fn panicking_handler_is_a_failed_attempt_not_a_dead_worker() {
-    let t = MemoryTransport::new();
-    let (group, event) = (unique("g"), leak(unique("ev")));
+    let Setup {
+        t,
+        mut bus,
+        group,
+        event,
+    } = setup();
     let handled = Arc::new(Mutex::new(Vec::new()));
     let h = handled.clone();
-    let mut bus = EventBus::new(t.clone());
     bus.register(handler_fn(
         config(&group, 2),
         vec![event],
@@ -139,7 +129,7 @@ async fn panicking_handler_is_a_failed_attempt_not_a_dead_worker() {
     t.publish(&bad).await.unwrap();
     t.publish(&good).await.unwrap();
     let dead = dead_letter_of(&t, &group).await;
-    wait_until(|| handled.lock().unwrap().len() == 1).await;
+    support::wait_until(&t, WAIT, || handled.lock().unwrap().len() == 1).await;
     running.shutdown().await;
     assert_eq!(dead.id, bad.id);
     assert_eq!(dead.headers.get(header::DEAD_LETTER_REASON), Some("panic"));
@@ -158,9 +148,12 @@ async fn panicking_handler_is_a_failed_attempt_not_a_dead_worker() {
 
 #[tokio::test]
 async fn slow_handler_times_out_and_is_dead_lettered() {
-    let t = MemoryTransport::new();
-    let (group, event) = (unique("g"), leak(unique("ev")));
-    let mut bus = EventBus::new(t.clone());
+    let Setup {
+        t,
+        mut bus,
+        group,
+        event,
+    } = setup();
     let mut c = config(&group, 2);
     c.timeout = Some(Duration::from_millis(20));
     bus.register(handler_fn(c, vec![event], |_cx| async {
@@ -264,40 +257,35 @@ async fn undecodable_and_unknown_events_are_dead_lettered_at_once() {
 
 #[tokio::test]
 async fn user_layers_wrap_each_attempt() {
-    let t = MemoryTransport::new();
-    let (group, event) = (unique("g"), leak(unique("ev")));
+    let Setup {
+        t,
+        mut bus,
+        group,
+        event,
+    } = setup();
     let seen = Arc::new(AtomicU32::new(0));
     let s = seen.clone();
-    let done = Arc::new(AtomicU32::new(0));
-    let d = done.clone();
-    let mut bus = EventBus::new(t.clone());
-    bus.register_with(
-        handler_fn(config(&group, 3), vec![event], move |cx: Context| {
-            let d = d.clone();
-            async move {
-                d.fetch_add(1, AtomicOrdering::SeqCst);
-                if cx.attempt() == 1 {
-                    Err("once".into())
-                } else {
-                    Ok(())
-                }
-            }
-        }),
-        move |p| {
+    let (handler, done) = counted(config(&group, 3), event, |cx, _n| async move {
+        if cx.attempt() == 1 {
+            Err("once".into())
+        } else {
+            Ok(())
+        }
+    });
+    bus.register_with(handler, move |p| {
+        let s = s.clone();
+        p.layer(tower::layer::layer_fn(move |inner| {
             let s = s.clone();
-            p.layer(tower::layer::layer_fn(move |inner| {
-                let s = s.clone();
-                tower::service_fn(move |cx: Context| {
-                    s.fetch_add(1, AtomicOrdering::SeqCst);
-                    let mut inner: eventbus_core::pipeline::HandlerService = Clone::clone(&inner);
-                    async move { tower::ServiceExt::oneshot(&mut inner, cx).await }
-                })
-            }))
-        },
-    );
+            tower::service_fn(move |cx: Context| {
+                s.fetch_add(1, AtomicOrdering::SeqCst);
+                let mut inner: eventbus_core::pipeline::HandlerService = Clone::clone(&inner);
+                async move { tower::ServiceExt::oneshot(&mut inner, cx).await }
+            })
+        }))
+    });
     let running = bus.start().await.unwrap();
     t.publish(&envelope(event, None, 1)).await.unwrap();
-    wait_until(|| done.load(AtomicOrdering::SeqCst) == 2).await;
+    support::wait_until(&t, WAIT, || count(&done) == 2).await;
     running.shutdown().await;
     assert_eq!(
         seen.load(AtomicOrdering::SeqCst),
@@ -325,17 +313,21 @@ async fn duplicate_groups_are_refused() {
 
 #[tokio::test]
 async fn shutdown_drains_in_flight_work() {
-    let t = MemoryTransport::new();
-    let (group, event) = (unique("g"), leak(unique("ev")));
+    let Setup {
+        t,
+        mut bus,
+        group,
+        event,
+    } = setup();
     let done = Arc::new(AtomicU32::new(0));
     let d = done.clone();
     let mut c = config(&group, 1);
     c.concurrency = 4;
     c.timeout = None;
-    let mut bus = EventBus::new(t.clone());
     bus.register(handler_fn(c, vec![event], move |_cx| {
         let d = d.clone();
         async move {
+            // Work that takes a while: shutdown comes in the middle of it.
             tokio::time::sleep(Duration::from_millis(20)).await;
             d.fetch_add(1, AtomicOrdering::SeqCst);
             Ok(())
@@ -347,7 +339,7 @@ async fn shutdown_drains_in_flight_work() {
             .await
             .unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    support::wait_until(&t, WAIT, || done.load(AtomicOrdering::SeqCst) > 0).await;
     running.shutdown().await;
     // Everything handed to a worker finished and was acked; the rest is back
     // in the queue. Nothing is lost and nothing is left unacked.
@@ -356,15 +348,4 @@ async fn shutdown_drains_in_flight_work() {
     assert!(handled > 0);
     assert_eq!(stats.unacked, 0, "unsettled deliveries after shutdown");
     assert_eq!(stats.ready + handled, 50, "messages lost in shutdown");
-}
-
-async fn wait_until(mut f: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition not reached in 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
 }

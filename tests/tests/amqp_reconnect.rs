@@ -1,36 +1,19 @@
 //! The AMQP transport survives a broker restart: publishing reconnects and
 //! subscriptions re-open their consumers by themselves.
 
+mod support;
+
 use std::time::Duration;
 
-use eventbus::embedded::EmbeddedBroker;
 use eventbus::testing::{envelope, expect_delivery, unique};
 use eventbus::{Publisher, Subscriber, SubscriptionSpec, TransportError};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn start(dir: &std::path::Path, port: u16) -> EmbeddedBroker {
-    let config = eventbus_broker::Config {
-        amqp_listen: ([127, 0, 0, 1], port).into(),
-        data_dir: dir.to_path_buf(),
-        ..Default::default()
-    };
-    EmbeddedBroker::start_with(config)
-        .await
-        .expect("start broker")
-}
+use support::{free_port, start_broker};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transport_recovers_from_a_broker_restart() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let broker = start(dir.path(), port).await;
+    let broker = start_broker(dir.path(), port).await;
     let transport = broker.transport().await.unwrap();
     let (group, event) = (unique("g"), unique("ev"));
     let mut sub = transport
@@ -49,7 +32,7 @@ async fn transport_recovers_from_a_broker_restart() {
         matches!(err, Err(TransportError::Unavailable(_))),
         "publishing while the broker is down must fail as Unavailable, got {err:?}"
     );
-    let broker = start(dir.path(), port).await;
+    let broker = start_broker(dir.path(), port).await;
 
     // The publisher reconnects on the next attempt; retry like the relay does.
     let after = envelope(&event, Some("k"), 3);

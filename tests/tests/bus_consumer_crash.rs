@@ -16,74 +16,48 @@
 //! them); the killed child's unacked deliveries came back flagged
 //! redelivered; nothing else is left in the queue.
 //!
-//! A `harness = false` test: `main` runs the test, or, when started with
-//! `EVENTBUS_BUS_CRASH_ROLE=consumer`, plays the child.
+//! A `harness = false` test on [`eventbus::testing::process`]: `main` runs
+//! the test, or, when started with `EVENTBUS_BUS_CRASH_ROLE=consumer`,
+//! plays the child.
 
 use std::collections::{HashMap, HashSet};
-use std::process::Stdio;
 use std::time::Duration;
 
 use eventbus::embedded::EmbeddedBroker;
+use eventbus::testing::process::{self, ChildProcess, ProcessTest};
 use eventbus::testing::{envelope, unique, DELIVERY_TIMEOUT, QUIET_PERIOD};
 use eventbus::transport::amqp::{AmqpConfig, AmqpTransport};
 use eventbus::{handler_fn, Context, EventBus, HandlerConfig, Publisher, Subscriber};
 use eventbus::{Envelope, SubscriptionSpec};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
 
-const TEST_NAME: &str =
-    "killed_consumer_process_loses_nothing_and_duplicates_only_its_unacked_tail";
+/// The environment variable that makes this binary a child, and its role.
+const ROLE: &str = "EVENTBUS_BUS_CRASH_ROLE";
 /// Events published.
 const EVENTS: u64 = 1_000;
 /// Events the first child handles before it is killed (at least).
 const KILL_AFTER: usize = 200;
 /// The child's prefetch: the most deliveries it holds unacked.
 const PREFETCH: u16 = 16;
-/// How long the whole test may take before it fails.
-const DEADLINE: Duration = Duration::from_secs(120);
 
 fn main() {
-    if std::env::var("EVENTBUS_BUS_CRASH_ROLE").as_deref() == Ok("consumer") {
-        consumer_child();
-        return;
-    }
-    // Honour a name filter like the default harness (`cargo test <filter>`).
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    if !filters.is_empty() && !filters.iter().any(|f| TEST_NAME.contains(f.as_str())) {
-        println!("test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 1 filtered out");
-        return;
-    }
-    println!("test {TEST_NAME} ...");
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            tokio::time::timeout(DEADLINE, killed_consumer_process())
-                .await
-                .unwrap_or_else(|_| panic!("{TEST_NAME} did not finish within {DEADLINE:?}"))
-        });
-    println!("test {TEST_NAME} ... ok");
-    println!("test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out");
+    process::main(
+        ROLE,
+        consumer_child,
+        &[ProcessTest {
+            name: "killed_consumer_process_loses_nothing_and_duplicates_only_its_unacked_tail",
+            deadline: Duration::from_secs(120),
+            run: || Box::pin(killed_consumer_process()),
+        }],
+    );
 }
 
 /// The child: a service instance consuming the group until its stdin closes
 /// (then it shuts down gracefully) or it is killed.
-fn consumer_child() {
+fn consumer_child(_role: String) {
     let url = std::env::var("EVENTBUS_BUS_CRASH_URL").unwrap();
     let group = std::env::var("EVENTBUS_BUS_CRASH_GROUP").unwrap();
     let event: &'static str = std::env::var("EVENTBUS_BUS_CRASH_EVENT").unwrap().leak();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async move {
+    process::runtime().block_on(async move {
         let transport = AmqpTransport::connect_with(AmqpConfig::new(url))
             .await
             .expect("child: connect");
@@ -101,9 +75,7 @@ fn consumer_child() {
         }));
         let running = bus.start().await.expect("child: start bus");
         println!("READY");
-        // Run until the parent closes stdin.
-        let mut stdin = BufReader::new(tokio::io::stdin()).lines();
-        while let Ok(Some(_)) = stdin.next_line().await {}
+        process::stdin_closed().await;
         running.shutdown().await;
         transport.close().await.expect("child: close");
         println!("STOPPED");
@@ -112,66 +84,38 @@ fn consumer_child() {
 
 #[derive(Debug)]
 enum Line {
-    Ready,
     Handled { id: String, redelivered: bool },
     Stopped,
 }
 
-/// A running child and the lines it printed.
-struct Consumer {
-    child: Child,
-    lines: mpsc::UnboundedReceiver<Line>,
-}
+/// A running child and what it printed.
+struct Consumer(ChildProcess);
 
 fn spawn_consumer(url: &str, group: &str, event: &str) -> Consumer {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .env("EVENTBUS_BUS_CRASH_ROLE", "consumer")
-        .env("EVENTBUS_BUS_CRASH_URL", url)
+    let mut cmd = ChildProcess::command(ROLE, "consumer");
+    cmd.env("EVENTBUS_BUS_CRASH_URL", url)
         .env("EVENTBUS_BUS_CRASH_GROUP", group)
-        .env("EVENTBUS_BUS_CRASH_EVENT", event)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn consumer child");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, lines) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut out = BufReader::new(stdout).lines();
-        while let Ok(Some(line)) = out.next_line().await {
-            let mut words = line.split(' ');
-            let parsed = match (words.next(), words.next(), words.next()) {
-                (Some("READY"), None, None) => Line::Ready,
-                (Some("STOPPED"), None, None) => Line::Stopped,
-                (Some("HANDLED"), Some(id), Some(r)) => Line::Handled {
-                    id: id.to_owned(),
-                    redelivered: r == "true",
-                },
-                _ => panic!("unexpected line from the child: {line:?}"),
-            };
-            if tx.send(parsed).is_err() {
-                return;
-            }
-        }
-    });
-    Consumer { child, lines }
+        .env("EVENTBUS_BUS_CRASH_EVENT", event);
+    Consumer(ChildProcess::spawn(cmd))
 }
 
 impl Consumer {
     /// The next line; `None` once the child's stdout closed.
     async fn next(&mut self, what: &str) -> Option<Line> {
-        tokio::time::timeout(DELIVERY_TIMEOUT, self.lines.recv())
-            .await
-            .unwrap_or_else(|_| {
-                panic!("{what}: the child printed nothing for {DELIVERY_TIMEOUT:?}")
-            })
+        let line = self.0.next_line(what, DELIVERY_TIMEOUT).await?;
+        let mut words = line.split(' ');
+        Some(match (words.next(), words.next(), words.next()) {
+            (Some("STOPPED"), None, None) => Line::Stopped,
+            (Some("HANDLED"), Some(id), Some(r)) => Line::Handled {
+                id: id.to_owned(),
+                redelivered: r == "true",
+            },
+            _ => panic!("{what}: unexpected line from the child: {line:?}"),
+        })
     }
 
     async fn ready(&mut self) {
-        match self.next("child start").await {
-            Some(Line::Ready) => {}
-            other => panic!("child did not start: {other:?}"),
-        }
+        self.0.expect_line("READY", DELIVERY_TIMEOUT).await;
     }
 }
 
@@ -218,9 +162,10 @@ async fn killed_consumer_process() {
             other => panic!("first child: unexpected {other:?}"),
         }
     }
-    first.child.start_kill().expect("SIGKILL the first child"); // SIGKILL on Unix
-    let status = first.child.wait().await.unwrap();
-    assert!(!status.success(), "the first child was killed, not stopped");
+    assert!(
+        !first.0.kill(),
+        "the first child exited by itself before it was killed"
+    );
     // What it printed before it died is still in the pipe.
     while let Some(line) = first.next("first child's last lines").await {
         match line {
@@ -249,7 +194,7 @@ async fn killed_consumer_process() {
         }
     }
     // Stop it gracefully: it finishes what its workers hold.
-    drop(second.child.stdin.take());
+    second.0.close_stdin();
     loop {
         match second.next("second child stopping").await {
             Some(Line::Handled { id, redelivered }) => by_second.add(id, redelivered),
@@ -257,7 +202,7 @@ async fn killed_consumer_process() {
             other => panic!("second child: unexpected {other:?}"),
         }
     }
-    assert!(second.child.wait().await.unwrap().success());
+    assert!(second.0.wait(DELIVERY_TIMEOUT).await.success());
 
     // Whatever is still queued can only be redeliveries of the first
     // child's unacked tail that the second child had prefetched but not run.

@@ -4,31 +4,14 @@
 //! restart are handled — the bus's consumer re-opens by itself, the
 //! publisher reconnects on the next publish.
 
+mod support;
+
 use std::time::Duration;
 
-use eventbus::embedded::EmbeddedBroker;
 use eventbus::testing::{envelope, unique, DELIVERY_TIMEOUT};
 use eventbus::{handler_fn, Context, EventBus, HandlerConfig};
+use support::{free_port, start_broker};
 use tokio::sync::{mpsc, watch};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn start(dir: &std::path::Path, port: u16) -> EmbeddedBroker {
-    let config = eventbus_broker::Config {
-        amqp_listen: ([127, 0, 0, 1], port).into(),
-        data_dir: dir.to_path_buf(),
-        ..Default::default()
-    };
-    EmbeddedBroker::start_with(config)
-        .await
-        .expect("start broker")
-}
 
 async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>, what: &str) -> T {
     tokio::time::timeout(DELIVERY_TIMEOUT, rx.recv())
@@ -41,7 +24,7 @@ async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>, what: &str) -> T {
 async fn bus_keeps_handling_across_a_broker_restart() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let broker = start(dir.path(), port).await;
+    let broker = start_broker(dir.path(), port).await;
     let transport = broker.transport().await.unwrap();
     let (group, event) = (unique("g-restart"), unique("ev.restart"));
     let event: &'static str = event.leak();
@@ -83,7 +66,7 @@ async fn bus_keeps_handling_across_a_broker_restart() {
     // reach the broker any more.
     broker.shutdown().await;
     release_tx.send(true).unwrap();
-    let broker = start(dir.path(), port).await;
+    let broker = start_broker(dir.path(), port).await;
 
     // Publishing reconnects on the next attempt; retry like the relay does.
     let after = envelope(event, Some("a"), 3);

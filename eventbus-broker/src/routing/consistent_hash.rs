@@ -71,4 +71,39 @@ mod tests {
         }
         assert!(counts[1..].iter().all(|c| *c > 300), "{counts:?}");
     }
+
+    /// Keys per destination of a ring of `partitions` queues `<group>.p<i>`
+    /// bound as the eventbus AMQP transport binds them (binding key =
+    /// `weight`), over the keys `k0`…`k{keys-1}`.
+    fn spread(group: &str, partitions: usize, weight: u32, keys: usize) -> Vec<usize> {
+        let ids: Vec<String> = (0..partitions)
+            .map(|i| format!("{group}.p{i}\u{0}{weight}"))
+            .collect();
+        let ring = HashRing::build(
+            ids.iter()
+                .enumerate()
+                .map(|(i, id)| (id.as_str(), i, weight)),
+        );
+        let mut counts = vec![0; partitions];
+        for k in 0..keys {
+            counts[*ring.route(&format!("k{k}")).unwrap()] += 1;
+        }
+        counts
+    }
+
+    proptest::proptest! {
+        /// With 100 points per partition (what the eventbus transport binds
+        /// with), 1000 keys leave no partition with more than twice its
+        /// fair share, whatever the group is called.
+        #[test]
+        fn hundred_points_per_partition_spread_keys_evenly(
+            group in "[a-z][a-z0-9-]{0,24}",
+            partitions in 2usize..=32,
+        ) {
+            let counts = spread(&group, partitions, 100, 1000);
+            let fair = 1000 / partitions;
+            let max = *counts.iter().max().unwrap();
+            proptest::prop_assert!(max <= 2 * fair, "{counts:?} (fair {fair})");
+        }
+    }
 }

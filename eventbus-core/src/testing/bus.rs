@@ -157,6 +157,7 @@ where
     #[cfg(not(feature = "sqlite"))]
     eprintln!("bus conformance [inbox]: skipped (eventbus-core built without `sqlite`)");
     run(catch(keeps_per_key_order(&make)).await);
+    run(catch(wait_idle_returns_once_all_is_handled(&make)).await);
     if !failed.is_empty() {
         panic!(
             "{} bus conformance check(s) failed:\n  {}",
@@ -276,6 +277,65 @@ fn assert_header(check: &str, env: &Envelope, name: &str, want: &str) {
     }
 }
 
+/// A bus on a new transport from `make` with a [`ProbeHandler`] of `run`
+/// in `group`, succeeding on attempt `succeed_on`; also the transport and
+/// the handler's reports.
+async fn probe_bus<F, Fut>(
+    make: &F,
+    run: &str,
+    group: &str,
+    succeed_on: u32,
+) -> (
+    EventBus,
+    Arc<dyn Transport>,
+    mpsc::UnboundedReceiver<(Probe, Seen)>,
+)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn Transport>>,
+{
+    let (tx, rx) = mpsc::unbounded_channel();
+    let t = make().await;
+    let mut bus = EventBus::from_arc(t.clone());
+    let group = group.to_owned();
+    bus.register_with(
+        ProbeHandler {
+            run: run.to_owned(),
+            succeed_on,
+            seen: tx,
+        },
+        |mut p| {
+            p.config_mut().group = group;
+            p
+        },
+    );
+    (bus, t, rx)
+}
+
+/// Publishes `probe` with `RunningBus::publish`; its envelope.
+async fn publish_probe(check: &str, bus: &RunningBus, probe: &Probe) -> Arc<Envelope> {
+    bus.publish(probe)
+        .await
+        .unwrap_or_else(|e| fail(check, format_args!("publish: {e}")))
+}
+
+/// The dead letter of message `id` in `group`'s dead-letter destination,
+/// its `reason`, `attempts` and group headers checked.
+async fn expect_dead_letter_with(
+    check: &str,
+    t: &dyn Transport,
+    group: &str,
+    id: uuid::Uuid,
+    (reason, attempts): (&str, &str),
+) -> Envelope {
+    let mut dlq = dead_letters(check, t, group).await;
+    let dead = expect_dead_letter(check, &mut dlq, id).await;
+    assert_header(check, &dead, header::DEAD_LETTER_REASON, reason);
+    assert_header(check, &dead, header::DEAD_LETTER_ATTEMPTS, attempts);
+    assert_header(check, &dead, header::DEAD_LETTER_GROUP, group);
+    dead
+}
+
 /// A typed event published with `RunningBus::publish` (and an envelope with
 /// custom headers published with `EventPublisher::publish_envelope`) reaches
 /// a derived handler with payload, key, headers, id and every envelope field
@@ -287,19 +347,7 @@ where
 {
     const CHECK: &str = "publish reaches handler";
     let (run, group) = (unique("run"), unique("g-bus-probe"));
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut bus = EventBus::from_arc(make().await);
-    bus.register_with(
-        ProbeHandler {
-            run: run.clone(),
-            succeed_on: 1,
-            seen: tx,
-        },
-        |mut p| {
-            p.config_mut().group = group.clone();
-            p
-        },
-    );
+    let (bus, _, mut rx) = probe_bus(make, &run, &group, 1).await;
     let bus = start(CHECK, bus).await;
     let typed = Probe {
         run: run.clone(),
@@ -307,10 +355,7 @@ where
         n: 1,
         text: "grüße, 世界".into(),
     };
-    let sent = bus
-        .publish(&typed)
-        .await
-        .unwrap_or_else(|e| fail(CHECK, format_args!("publish: {e}")));
+    let sent = publish_probe(CHECK, &bus, &typed).await;
     let custom = Probe {
         run: run.clone(),
         key: "user-8".into(),
@@ -528,20 +573,7 @@ where
 {
     const CHECK: &str = "retry";
     let (run, group) = (unique("run"), unique("g-bus-retry"));
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let t = make().await;
-    let mut bus = EventBus::from_arc(t.clone());
-    bus.register_with(
-        ProbeHandler {
-            run: run.clone(),
-            succeed_on: 3,
-            seen: tx,
-        },
-        |mut p| {
-            p.config_mut().group = group.clone();
-            p
-        },
-    );
+    let (bus, t, mut rx) = probe_bus(make, &run, &group, 3).await;
     let bus = start(CHECK, bus).await;
     let probe = Probe {
         run,
@@ -549,10 +581,7 @@ where
         n: 1,
         text: "retry me".into(),
     };
-    let sent = bus
-        .publish(&probe)
-        .await
-        .unwrap_or_else(|e| fail(CHECK, format_args!("publish: {e}")));
+    let sent = publish_probe(CHECK, &bus, &probe).await;
     for want in 1..=3 {
         let (e, seen) = next(CHECK, &mut rx, &format!("attempt {want}")).await;
         if seen.envelope.id != sent.id || e != probe {
@@ -628,11 +657,7 @@ where
             format_args!("attempt {} beyond max_attempts = 3", seen.attempt),
         );
     }
-    let mut dlq = dead_letters(CHECK, &*t, &group).await;
-    let dead = expect_dead_letter(CHECK, &mut dlq, e.id).await;
-    assert_header(CHECK, &dead, header::DEAD_LETTER_REASON, "handler");
-    assert_header(CHECK, &dead, header::DEAD_LETTER_ATTEMPTS, "3");
-    assert_header(CHECK, &dead, header::DEAD_LETTER_GROUP, &group);
+    let dead = expect_dead_letter_with(CHECK, &*t, &group, e.id, ("handler", "3")).await;
     assert_header(CHECK, &dead, "x-custom", "kept");
     match dead.headers.get(header::DEAD_LETTER_ERROR) {
         Some(err) if err.contains("always fails") => {}
@@ -662,20 +687,7 @@ where
 {
     const CHECK: &str = "decode error dead-lettered at once";
     let (run, group) = (unique("run"), unique("g-bus-decode"));
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let t = make().await;
-    let mut bus = EventBus::from_arc(t.clone());
-    bus.register_with(
-        ProbeHandler {
-            run: run.clone(),
-            succeed_on: 1,
-            seen: tx,
-        },
-        |mut p| {
-            p.config_mut().group = group.clone();
-            p
-        },
-    );
+    let (bus, t, mut rx) = probe_bus(make, &run, &group, 1).await;
     let bus = start(CHECK, bus).await;
     let mut bad = envelope(PROBE_EVENT, Some("k-bad"), 1);
     bad.version = 2;
@@ -687,10 +699,7 @@ where
         n: 2,
         text: "after the bad one".into(),
     };
-    let good_env = bus
-        .publish(&good)
-        .await
-        .unwrap_or_else(|e| fail(CHECK, format_args!("publish: {e}")));
+    let good_env = publish_probe(CHECK, &bus, &good).await;
     let (e, seen) = next(CHECK, &mut rx, "the good event after the bad one").await;
     if e != good || seen.envelope.id != good_env.id || seen.attempt != 1 {
         fail(
@@ -702,11 +711,7 @@ where
     if rx.try_recv().is_ok() {
         fail(CHECK, "the handler saw more than the good probe");
     }
-    let mut dlq = dead_letters(CHECK, &*t, &group).await;
-    let dead = expect_dead_letter(CHECK, &mut dlq, bad.id).await;
-    assert_header(CHECK, &dead, header::DEAD_LETTER_REASON, "decode");
-    assert_header(CHECK, &dead, header::DEAD_LETTER_ATTEMPTS, "1");
-    assert_header(CHECK, &dead, header::DEAD_LETTER_GROUP, &group);
+    let dead = expect_dead_letter_with(CHECK, &*t, &group, bad.id, ("decode", "1")).await;
     if dead.payload != bad.payload {
         fail(CHECK, "dead letter's payload differs from the bad original");
     }
@@ -898,4 +903,45 @@ where
             );
         }
     }
+}
+
+/// `RunningBus::wait_idle` returns once every published event was handled,
+/// retries included, and not before: the handler has seen them all by then.
+pub async fn wait_idle_returns_once_all_is_handled<F, Fut>(make: &F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn Transport>>,
+{
+    const CHECK: &str = "wait_idle";
+    const EVENTS: u64 = 50;
+    let (group, event) = (unique("g-bus-idle"), leak(unique("ev.bus-idle")));
+    let handled = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let h = handled.clone();
+    let mut bus = EventBus::from_arc(make().await);
+    bus.register(handler_fn(config(&group, 3), vec![event], move |cx| {
+        let h = h.clone();
+        async move {
+            if cx.attempt() == 1 && cx.key() == Some("k-retry") {
+                return Err("conformance: first attempt fails".into());
+            }
+            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+    }));
+    let bus = start(CHECK, bus).await;
+    for n in 0..EVENTS {
+        let key = if n % 5 == 0 { "k-retry" } else { "k" };
+        publish(CHECK, &bus, &envelope(event, Some(key), n)).await;
+    }
+    if let Err(e) = bus.wait_idle(DELIVERY_TIMEOUT).await {
+        fail(CHECK, format_args!("not idle: {e}"));
+    }
+    let seen = handled.load(std::sync::atomic::Ordering::SeqCst);
+    if seen != EVENTS {
+        fail(
+            CHECK,
+            format_args!("wait_idle returned with {seen} of {EVENTS} events handled"),
+        );
+    }
+    shutdown(CHECK, bus).await;
 }

@@ -261,11 +261,14 @@ impl RunningTestBus {
     /// # Panics
     /// If that takes longer than the idle timeout on the test's clock.
     pub async fn run_until_idle(&self) {
-        let deadline = tokio::time::Instant::now() + self.idle_timeout;
-        let mut step = Duration::from_millis(1);
-        loop {
-            let pending = self.transport.pending();
-            if pending == 0 {
+        let idle = async {
+            loop {
+                // Woken by every publish and settlement; a retry's backoff
+                // or a handler's own timer passes meanwhile (on the paused
+                // clock at once, since then every task waits).
+                self.transport
+                    .wait_until(|| self.transport.pending() == 0)
+                    .await;
                 // Let tasks woken by the last settlement run, then look again.
                 for _ in 0..8 {
                     tokio::task::yield_now().await;
@@ -274,15 +277,13 @@ impl RunningTestBus {
                     return;
                 }
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "test bus not idle after {:?}: {pending} message(s) unsettled",
-                self.idle_timeout
+        };
+        if tokio::time::timeout(self.idle_timeout, idle).await.is_err() {
+            panic!(
+                "test bus not idle after {:?}: {} message(s) unsettled",
+                self.idle_timeout,
+                self.transport.pending()
             );
-            // Nothing to wait on but time (a retry's backoff, a handler's
-            // own timer): look again soon, less often the longer it takes.
-            tokio::time::sleep(step).await;
-            step = (step * 2).min(Duration::from_millis(100));
         }
     }
 

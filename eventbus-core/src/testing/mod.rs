@@ -16,6 +16,7 @@
 
 pub mod bus;
 mod harness;
+pub mod process;
 
 pub use bus::run_bus_conformance;
 pub use harness::{Attempt, RunningTestBus, TestBus};
@@ -105,6 +106,41 @@ pub async fn run_conformance<T: Transport + ?Sized>(t: &T) {
     declare_provisions_before_consuming(t).await;
     publish_batch_delivers_all(t).await;
     partitioned_group_shares_partitions(t).await;
+    pending_counts_unsettled_deliveries(t, 1).await;
+    pending_counts_unsettled_deliveries(t, 4).await;
+}
+
+/// [`Subscriber::pending`](crate::Subscriber::pending), where the transport
+/// can tell, counts a group's deliveries until they are settled, on a plain
+/// (`partitions` 1) or a partitioned group.
+pub async fn pending_counts_unsettled_deliveries<T: Transport + ?Sized>(t: &T, partitions: u16) {
+    let (group, event) = (unique("g-pending"), unique("ev.pending"));
+    let spec = SubscriptionSpec::new(&group, [event.as_str()])
+        .prefetch(16)
+        .partitions(partitions);
+    let mut sub = t.subscribe(spec).await.expect("subscribe");
+    if partitions > 1 {
+        await_partition_balance(&[&sub], partitions).await;
+    }
+    let pending = || async { t.pending(&group).await.expect("pending") };
+    if pending().await.is_none() {
+        return;
+    }
+    assert_eq!(pending().await, Some(0), "pending of a fresh group");
+    for n in 0..3 {
+        publish(t, &envelope(&event, Some(&format!("k{n}")), n)).await;
+    }
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(expect_delivery(&mut sub, "pending: delivery").await);
+    }
+    assert_eq!(pending().await, Some(3), "three delivered, none settled");
+    held.pop().unwrap().ack().await.expect("ack");
+    assert_eq!(pending().await, Some(2), "one of three acked");
+    for d in held {
+        d.ack().await.expect("ack");
+    }
+    assert_eq!(pending().await, Some(0), "all acked");
 }
 
 /// Every envelope field survives the trip unchanged.
@@ -538,14 +574,15 @@ pub mod amqp {
 
     use futures_util::StreamExt;
     use lapin::options::{
-        BasicAckOptions, BasicConsumeOptions, ExchangeDeclareOptions, QueueDeleteOptions,
+        BasicAckOptions, BasicConsumeOptions, ExchangeDeclareOptions, QueueDeclareOptions,
+        QueueDeleteOptions,
     };
     use lapin::types::FieldTable;
     use lapin::{Connection, ConnectionProperties, ExchangeKind};
 
     use super::*;
     use crate::transport::amqp::{AmqpConfig, AmqpTransport};
-    use crate::transport::{dead_letter_name, Subscriber};
+    use crate::transport::{dead_letter_name, Publisher, Subscriber};
 
     /// Settings with exchanges of their own (so that a shared broker's
     /// existing `eventbus` exchange does not matter) and expiring queues.
@@ -577,6 +614,56 @@ pub mod amqp {
         unrouted_events_land_in_the_unrouted_queue(uri).await;
         existing_exchange_without_alternate_exchange_is_accepted(uri).await;
         dead_instance_partitions_are_taken_over(uri).await;
+        partitions_share_keys_evenly(uri).await;
+    }
+
+    /// 1000 keys over 8 partitions: no partition queue gets more than
+    /// twice its fair share (the binding weight, see
+    /// [`PARTITION_POINTS`](crate::transport::amqp::PARTITION_POINTS)).
+    pub async fn partitions_share_keys_evenly(uri: &str) {
+        const P: u16 = 8;
+        const KEYS: usize = 1000;
+        let t = connect(isolated_config(uri)).await;
+        let (group, event) = (unique("g-spread"), unique("ev.spread"));
+        let spec = SubscriptionSpec::new(&group, [event.as_str()]).partitions(P);
+        t.declare(&spec).await.expect("declare");
+        let sent: Vec<Envelope> = (0..KEYS)
+            .map(|k| envelope(&event, Some(&format!("k{k}")), 0))
+            .collect();
+        t.publish_batch(&sent).await.expect("publish");
+        let admin = raw(uri).await;
+        let ch = admin.create_channel().await.unwrap();
+        let mut counts = Vec::new();
+        for i in 0..P {
+            let q = ch
+                .queue_declare(
+                    crate::transport::partition_name(&group, i).as_str().into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .expect("inspect partition");
+            counts.push(q.message_count() as usize);
+        }
+        assert_eq!(counts.iter().sum::<usize>(), KEYS, "routed: {counts:?}");
+        let fair = KEYS / usize::from(P);
+        assert!(
+            counts.iter().all(|c| *c <= 2 * fair),
+            "keys per partition {counts:?}: more than twice the fair share {fair}"
+        );
+        for i in 0..P {
+            let _ = ch
+                .queue_delete(
+                    crate::transport::partition_name(&group, i).as_str().into(),
+                    QueueDeleteOptions::default(),
+                )
+                .await;
+        }
+        let _ = admin.close(200, "bye".into()).await;
+        t.close().await.unwrap();
     }
 
     /// The dead-letter queue deleted behind the transport's back: the dead

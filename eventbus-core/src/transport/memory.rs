@@ -37,6 +37,11 @@
 //! inline. The bus's workers settle the acks of deliveries they handled back
 //! to back under one lock, and acked messages are freed by the next
 //! publisher (where they were allocated) rather than by the acking thread.
+//!
+//! [`MemoryTransport::wait_until`] waits for a condition on the queues
+//! without polling: every publish and settlement (ack, nack, requeue, dead
+//! letter, a consumer going away) wakes it — at the cost of one atomic load
+//! per operation while nobody waits.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -90,6 +95,42 @@ struct Shared {
     state: Mutex<State>,
     max_queue_len: usize,
     max_unrouted: usize,
+    /// Fired on every change of a queue's messages.
+    activity: Arc<Activity>,
+}
+
+/// Wakes [`MemoryTransport::wait_until`] on every publish and settlement.
+#[derive(Default)]
+struct Activity {
+    /// Waiters now: changes notify only while there are any.
+    watchers: std::sync::atomic::AtomicUsize,
+    changed: Notify,
+}
+
+impl Activity {
+    fn watched(&self) -> bool {
+        self.watchers.load(std::sync::atomic::Ordering::SeqCst) > 0
+    }
+}
+
+/// Counts a waiter of [`Activity`] while it lives.
+struct Watching<'a>(&'a Activity);
+
+impl<'a> Watching<'a> {
+    fn new(activity: &'a Activity) -> Self {
+        activity
+            .watchers
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self(activity)
+    }
+}
+
+impl Drop for Watching<'_> {
+    fn drop(&mut self) {
+        self.0
+            .watchers
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Shared {
@@ -217,7 +258,10 @@ impl QueueShared {
             transport: Arc::downgrade(shared),
             max_len: shared.max_queue_len,
             space: Notify::new(),
-            inner: Mutex::new(Queue::default()),
+            inner: Mutex::new(Queue {
+                activity: shared.activity.clone(),
+                ..Queue::default()
+            }),
         }
     }
 
@@ -372,6 +416,8 @@ struct Queue {
     /// A partition's next owner, waiting for the previous owner's
     /// deliveries to be settled: woken once `unacked` is empty.
     handover: Option<Waker>,
+    /// The transport's, notified with the wakers (see [`Queue::wakers`]).
+    activity: Arc<Activity>,
 }
 
 /// Acked messages whose memory publishers to the queue free.
@@ -455,8 +501,14 @@ impl Queue {
     /// Takes the wakers of idle consumers that can now make progress. All of
     /// them are woken (not one per message): a consumer whose task stopped
     /// polling must not strand a message another idle consumer could take.
+    ///
+    /// Called after every change of the queue's messages, so it also
+    /// arranges for [`MemoryTransport::wait_until`] to be woken.
     fn wakers(&mut self) -> Wakers {
         let mut out = Wakers::default();
+        if self.activity.watched() {
+            out.activity = Some(self.activity.clone());
+        }
         if self.handover.is_some() && self.unacked.len() == 0 {
             out.push(self.handover.take().expect("checked"));
         }
@@ -488,6 +540,8 @@ impl Queue {
 struct Wakers {
     first: Option<Waker>,
     rest: Vec<Waker>,
+    /// Set when someone waits in [`MemoryTransport::wait_until`].
+    activity: Option<Arc<Activity>>,
 }
 
 impl Wakers {
@@ -504,6 +558,9 @@ impl Wakers {
         }
         for w in self.rest {
             w.wake();
+        }
+        if let Some(a) = self.activity {
+            a.changed.notify_waiters();
         }
     }
 }
@@ -550,6 +607,7 @@ impl MemoryTransport {
                 state: Mutex::new(State::default()),
                 max_queue_len: max_queue_len.max(1),
                 max_unrouted,
+                activity: Arc::default(),
             }),
         }
     }
@@ -590,6 +648,40 @@ impl MemoryTransport {
                 q.ready.len() + q.unacked.len()
             })
             .sum()
+    }
+
+    /// Ready and unacked messages of `group` (all its partitions).
+    fn group_pending(&self, group: &str) -> u64 {
+        let Some(q) = self.shared.lock().queues.get(group).cloned() else {
+            return 0;
+        };
+        let count = |q: &QueueShared| {
+            let q = q.lock();
+            (q.ready.len() + q.unacked.len()) as u64
+        };
+        let mut n = count(&q);
+        if let Some(parts) = &q.parts {
+            n += parts.queues.iter().map(|p| count(p)).sum::<u64>();
+        }
+        n
+    }
+
+    /// Waits until `done` holds, checking it now and again after every
+    /// publish and settlement on this transport (no polling, no timer: put
+    /// a deadline around it). For conditions on the queues, such as
+    /// `pending() == 0`, or on what handlers record before they settle.
+    pub async fn wait_until(&self, mut done: impl FnMut() -> bool) {
+        let activity = &self.shared.activity;
+        let _watching = Watching::new(activity);
+        loop {
+            let changed = activity.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if done() {
+                return;
+            }
+            changed.await;
+        }
     }
 
     /// Closes the transport: subscriptions end, publishing fails.
@@ -836,18 +928,13 @@ impl Publisher for MemoryTransport {
 #[async_trait]
 impl Subscriber for MemoryTransport {
     async fn pending(&self, group: &str) -> Result<Option<u64>, TransportError> {
-        let Some(q) = self.shared.lock().queues.get(group).cloned() else {
-            return Ok(Some(0));
-        };
-        let count = |q: &QueueShared| {
-            let q = q.lock();
-            (q.ready.len() + q.unacked.len()) as u64
-        };
-        let mut n = count(&q);
-        if let Some(parts) = &q.parts {
-            n += parts.queues.iter().map(|p| count(p)).sum::<u64>();
-        }
-        Ok(Some(n))
+        Ok(Some(self.group_pending(group)))
+    }
+
+    async fn wait_settled(&self, groups: &[String]) -> Result<bool, TransportError> {
+        self.wait_until(|| groups.iter().all(|g| self.group_pending(g) == 0))
+            .await;
+        Ok(true)
     }
 
     async fn declare(&self, spec: &SubscriptionSpec) -> Result<(), TransportError> {
@@ -1320,6 +1407,7 @@ impl Drop for PartitionedStream {
     fn drop(&mut self) {
         let me = self.member;
         let mut wakers = Vec::new();
+        let mut activity = None;
         {
             let mut st = lock(&self.group.state);
             st.members.retain(|m| m.id != me);
@@ -1341,10 +1429,14 @@ impl Drop for PartitionedStream {
                 let w = q.wakers();
                 wakers.extend(w.first);
                 wakers.extend(w.rest);
+                activity = activity.or(w.activity);
             }
             wakers.extend(self.group.rebalance(&mut st));
         }
         wakers.into_iter().for_each(Waker::wake);
+        if let Some(a) = activity {
+            a.changed.notify_waiters();
+        }
     }
 }
 

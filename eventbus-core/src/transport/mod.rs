@@ -204,6 +204,16 @@ pub trait Subscriber: Send + Sync + 'static {
         let _ = group;
         Ok(None)
     }
+
+    /// Waits until nothing of `groups` is [pending](Subscriber::pending),
+    /// woken by this transport's own publishes and settlements, and
+    /// returns `true`; returns `false` at once if the transport cannot
+    /// wake anyone (the default: callers poll `pending`, as for AMQP,
+    /// whose counts live at the broker).
+    async fn wait_settled(&self, groups: &[String]) -> Result<bool, TransportError> {
+        let _ = groups;
+        Ok(false)
+    }
 }
 
 /// A publisher and subscriber in one: what the bus runs on.

@@ -251,6 +251,7 @@ async fn run_partition(
     mut release: oneshot::Receiver<()>,
 ) {
     let in_flight = Arc::new(InFlight::default());
+    let unsettled = transport.counts(&group).unsettled;
     loop {
         tokio::select! {
             _ = tx.closed() => {
@@ -261,7 +262,7 @@ async fn run_partition(
             item = consumer.next() => match item {
                 Some(Ok(d)) => {
                     let guard = InFlightGuard::new(&in_flight);
-                    let delivery = transport.delivery(d, &group, Some(guard));
+                    let delivery = transport.delivery(d, &group, &unsettled, Some(guard));
                     if tx.send(Ok(delivery)).await.is_err() {
                         let _ = channel.close(200, "subscription dropped".into()).await;
                         return;
