@@ -15,6 +15,9 @@
 //! - [`transport`]: the [`Publisher`]/[`Subscriber`] contract and the
 //!   always-built [`MemoryTransport`].
 //! - [`bus`]: [`EventBus`], which ties it together.
+//! - [`observe`]: metrics (the `metrics` facade), the gauge sampler, the
+//!   Prometheus endpoint (feature `prometheus`), OpenTelemetry (feature `otel`).
+//! - `dashboard` (feature `dashboard`): the framework dashboard (axum router).
 //! - `testing` (feature `test-util`): the conformance kit every transport runs.
 
 #[allow(unused_extern_crates)]
@@ -24,6 +27,7 @@ pub mod bus;
 pub mod event;
 pub mod handler;
 pub mod middleware;
+pub mod observe;
 pub mod pipeline;
 pub mod transport;
 pub mod worker;

@@ -226,6 +226,10 @@ impl PipelineBuilder {
     /// ([`PipelineBuilder::inbox`]): the handler asked for deduplication
     /// that nothing could provide.
     pub fn build(self) -> (HandlerConfig, PipelineService) {
+        let metrics = Arc::new(crate::observe::HandlerMetrics::new(
+            &self.config.group,
+            self.handler.events(),
+        ));
         let call = HandlerCall::new(self.handler);
         let config = self.config;
         let inner = if self.layers.is_empty() && !config.inbox {
@@ -251,7 +255,7 @@ impl PipelineBuilder {
         let attempt = Timeout::optional(CatchPanicLayer::new().layer(inner), config.timeout);
         let inner = ServiceBuilder::new()
             .layer(TraceLayer::new())
-            .layer(DeadLetterLayer::with_retry(config.retry))
+            .layer(DeadLetterLayer::with_retry(config.retry).with_metrics(metrics))
             .service(attempt);
         (config, PipelineService { inner })
     }
