@@ -24,6 +24,8 @@
 extern crate self as eventbus_core;
 
 pub mod bus;
+#[cfg(feature = "dashboard")]
+pub mod dashboard;
 pub mod event;
 pub mod handler;
 pub mod middleware;
