@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use futures_util::FutureExt;
 use uuid::Uuid;
 
-use crate::transport::{dead_letter_name, Delivery, Subscriber};
+use crate::transport::{dead_letter_name, Delivery, Subscriber, Subscription};
 use crate::{header, Envelope, MemoryTransport, TransportError};
 
 /// Dead letters per group, as the dashboard manages them.
@@ -43,12 +43,13 @@ pub fn revived(envelope: &Envelope) -> Envelope {
 }
 
 /// The dead letters a memory queue has ready, taken without waiting
-/// (the memory transport hands out what is ready at once).
+/// (the memory transport hands out what is ready at once), and the
+/// subscription they came through: keep it until they are settled.
 async fn take_ready(
     t: &MemoryTransport,
     group: &str,
     limit: usize,
-) -> Result<Vec<Delivery>, TransportError> {
+) -> Result<(Subscription, Vec<Delivery>), TransportError> {
     let limit = limit.clamp(1, usize::from(u16::MAX));
     let mut sub = t
         .subscribe_dead_letters(group, u16::try_from(limit).unwrap_or(u16::MAX))
@@ -60,7 +61,7 @@ async fn take_ready(
             _ => break,
         }
     }
-    Ok(out)
+    Ok((sub, out))
 }
 
 /// Returns `deliveries` to the queue at their places.
@@ -81,14 +82,14 @@ impl DeadLetterAdmin for MemoryTransport {
     }
 
     async fn list(&self, group: &str, limit: usize) -> Result<Vec<Envelope>, TransportError> {
-        let taken = take_ready(self, group, limit).await?;
+        let (_sub, taken) = take_ready(self, group, limit).await?;
         let envelopes = taken.iter().map(|d| (*d.envelope).clone()).collect();
         put_back(taken).await?;
         Ok(envelopes)
     }
 
     async fn requeue(&self, group: &str, id: Uuid) -> Result<bool, TransportError> {
-        let mut taken = take_ready(self, group, MAX_SCAN).await?;
+        let (_sub, mut taken) = take_ready(self, group, MAX_SCAN).await?;
         let Some(i) = taken.iter().position(|d| d.envelope.id == id) else {
             put_back(taken).await?;
             return Ok(false);
@@ -104,7 +105,7 @@ impl DeadLetterAdmin for MemoryTransport {
     }
 
     async fn discard(&self, group: &str, id: Uuid) -> Result<bool, TransportError> {
-        let mut taken = take_ready(self, group, MAX_SCAN).await?;
+        let (_sub, mut taken) = take_ready(self, group, MAX_SCAN).await?;
         let found = taken.iter().position(|d| d.envelope.id == id);
         if let Some(i) = found {
             taken.remove(i).ack().await?;
