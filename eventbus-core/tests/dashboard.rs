@@ -39,7 +39,7 @@ struct Billing {
 impl Handle<Order> for Billing {
     async fn handle(&self, e: Order, _cx: &Context) -> Result<(), BoxError> {
         if e.order.starts_with("poison") && !self.fixed.load(Ordering::SeqCst) {
-            return Err(HandleError::permanent(format!("cannot bill {}", e.order)).into());
+            return Err(HandleError::permanent(format!("cannot bill {}", e.order)));
         }
         self.handled.fetch_add(1, Ordering::SeqCst);
         Ok(())

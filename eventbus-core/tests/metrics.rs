@@ -38,7 +38,7 @@ struct Billing {
 impl Handle<Order> for Billing {
     async fn handle(&self, e: Order, cx: &Context) -> Result<(), BoxError> {
         match e.id.as_str() {
-            "poison" => Err(HandleError::permanent("no such product").into()),
+            "poison" => Err(HandleError::permanent("no such product")),
             "flaky" if cx.attempt() == 1 => {
                 self.first_tries.fetch_add(1, Ordering::SeqCst);
                 Err("try again".into())

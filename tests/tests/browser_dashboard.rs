@@ -43,7 +43,7 @@ impl Handle<Order> for Billing {
     async fn handle(&self, e: Order, cx: &Context) -> Result<(), BoxError> {
         let first = self.seen.lock().unwrap().insert(cx.message_id());
         if e.order.starts_with("poison") && first {
-            return Err(HandleError::permanent("first delivery fails").into());
+            return Err(HandleError::permanent("first delivery fails"));
         }
         Ok(())
     }

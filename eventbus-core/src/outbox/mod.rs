@@ -211,11 +211,22 @@ pub trait OutboxStore: Send + Sync + 'static {
     /// Unsent rows (parked included).
     async fn backlog(&self) -> Result<u64, OutboxError>;
 
-    /// Backlog, parked rows and the oldest row's age, in one query.
-    async fn stats(&self) -> Result<OutboxStats, OutboxError>;
+    /// Backlog, parked rows and the oldest row's age, in one query. The
+    /// default (for stores that do not know better) counts with
+    /// [`OutboxStore::backlog`] and [`OutboxStore::parked`] and reports no age.
+    async fn stats(&self) -> Result<OutboxStats, OutboxError> {
+        Ok(OutboxStats {
+            backlog: self.backlog().await?,
+            parked: self.parked(u32::MAX).await?.len() as u64,
+            oldest_age: Duration::ZERO,
+        })
+    }
 
     /// The table (the `table` label of the relay's and outbox's metrics).
-    fn table_name(&self) -> String;
+    /// The default is [`DEFAULT_TABLE`].
+    fn table_name(&self) -> String {
+        DEFAULT_TABLE.to_owned()
+    }
 
     /// Parked rows, oldest first.
     async fn parked(&self, limit: u32) -> Result<Vec<ParkedEvent>, OutboxError>;
