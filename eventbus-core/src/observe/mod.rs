@@ -5,8 +5,9 @@
 //! Metrics are recorded through the [`metrics`] facade: nothing is kept
 //! until the application installs a recorder (for Prometheus:
 //! [`prometheus::install`]), so an uninstrumented service pays next to
-//! nothing. Label handles are resolved once per handler group when the bus
-//! starts, not per event — **install the recorder before starting the bus**
+//! nothing (with no recorder installed when the bus starts, the handler
+//! pipeline does not even read the clock). Label handles are resolved once
+//! per handler group when the bus starts, not per event — **install the recorder before starting the bus**
 //! and the relay.
 //!
 //! | metric | type | labels |
@@ -61,6 +62,19 @@ pub mod names {
     pub const INBOX_ROWS: &str = "eventbus_inbox_rows";
 }
 
+/// Whether a `metrics` recorder is installed where this is called (the
+/// global one, or a local one in scope). A group's pipeline records
+/// nothing — not even a clock read — when none was installed as the bus
+/// started.
+///
+/// The facade's fallback, `metrics::NoopRecorder`, is the one zero-sized
+/// recorder that matters; a recorder that keeps anything has a size. (A
+/// zero-sized recorder of your own that forwards to statics counts as
+/// none: give it a field.)
+pub fn recorder_installed() -> bool {
+    metrics::with_recorder(|r| std::mem::size_of_val(r) != 0)
+}
+
 /// Registers descriptions and units for every metric with the installed
 /// recorder (optional: names and values work without).
 pub fn describe() {
@@ -96,4 +110,46 @@ pub fn describe() {
         "Age of the oldest unsent outbox row"
     );
     metrics::describe_gauge!(names::INBOX_ROWS, "Rows in the inbox table");
+}
+
+#[cfg(test)]
+mod tests {
+    use metrics::{
+        Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    };
+
+    /// A recorder that keeps something (a count of registrations).
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    impl Recorder for Counting {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, _: &Key, _: &Metadata<'_>) -> Counter {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Counter::noop()
+        }
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+
+    #[test]
+    fn a_recorder_is_detected_only_when_installed() {
+        assert!(!super::recorder_installed(), "the no-op fallback");
+        let recorder = Counting(Default::default());
+        assert!(metrics::with_local_recorder(
+            &recorder,
+            super::recorder_installed
+        ));
+        let m =
+            metrics::with_local_recorder(&recorder, || super::HandlerMetrics::new("g", ["a", "b"]));
+        // Three outcomes + failed, for each event and `other`.
+        assert_eq!(recorder.0.load(std::sync::atomic::Ordering::Relaxed), 12);
+        drop(m);
+        assert!(!super::recorder_installed(), "local recorder out of scope");
+    }
 }
