@@ -167,6 +167,8 @@ async fn prometheus_endpoint_reports_handlers_relay_outbox_and_inbox() {
                 &[group, r#"outcome="dead_lettered""#],
             ) == Some(1.0)
             && sample(t, "eventbus_outbox_backlog", &[r#"table="m_outbox""#]) == Some(0.0)
+            // Counted once the relay's batch is complete (after the rows are deleted).
+            && sample(t, "eventbus_relay_published_total", &[r#"table="m_outbox""#]) == Some(3.0)
     })
     .await;
     assert_eq!(
