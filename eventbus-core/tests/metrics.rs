@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use eventbus_core::inbox::Inbox;
 use eventbus_core::observe::{prometheus, GaugeSampler};
-use eventbus_core::outbox::{Outbox, OutboxConfig, RelayConfig};
+use eventbus_core::outbox::{Outbox, OutboxConfig, RelayConfig, StepOutcome};
 use eventbus_core::{
     BoxError, Context, Event, EventBus, Handle, HandleError, Handler, MemoryTransport,
 };
@@ -220,6 +220,63 @@ async fn prometheus_endpoint_reports_handlers_relay_outbox_and_inbox() {
     );
 
     relay.shutdown().await;
+
+    // A row the transport refuses: counted as failed, then parked (one attempt).
+    let mut tx = pool.begin().await.unwrap();
+    outbox
+        .add(
+            &mut tx,
+            &Order {
+                id: "refused".into(),
+            },
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let refusing = outbox.relay(RefuseAll).with_config(RelayConfig {
+        max_attempts: 1,
+        ..RelayConfig::default()
+    });
+    assert!(matches!(
+        refusing.step().await.unwrap(),
+        StepOutcome::Batch {
+            sent: 0,
+            failed: 1,
+            ..
+        }
+    ));
+    let text = metrics_until(&url, "a refused, parked row", |t| {
+        sample(t, "eventbus_relay_failed_total", &[r#"table="m_outbox""#]) == Some(1.0)
+            && sample(t, "eventbus_outbox_parked", &[r#"table="m_outbox""#]) == Some(1.0)
+    })
+    .await;
+    assert_eq!(
+        sample(&text, "eventbus_outbox_backlog", &[r#"table="m_outbox""#]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "eventbus_relay_published_total",
+            &[r#"table="m_outbox""#]
+        ),
+        Some(3.0),
+        "nothing more published"
+    );
+
     sampler.shutdown().await;
     bus.shutdown().await;
+}
+
+/// Refuses every publish.
+struct RefuseAll;
+
+#[async_trait::async_trait]
+impl eventbus_core::Publisher for RefuseAll {
+    async fn publish(
+        &self,
+        _envelope: &eventbus_core::Envelope,
+    ) -> Result<(), eventbus_core::TransportError> {
+        Err(eventbus_core::TransportError::Rejected("not today".into()))
+    }
 }
