@@ -17,13 +17,22 @@
 //! - `raw+json`: `raw` plus the JSON encode/decode, to show what part of the
 //!   gap is the codec (which the bus cannot skip);
 //! - `cost ×raw` = raw ev/s ÷ bus ev/s (the per-event cost ratio).
+//!
+//! Then the cost of the handler metrics (16 keys × 4 workers, `METRICS=0`
+//! skips it): the bus with no recorder (the metric handles are no-ops)
+//! against the bus recording into a Prometheus recorder, alternating runs.
+//! `RECORDER=prom` makes the main table's bus column record too (for
+//! instruction counts: `MODE=bus ONLY=16x4 METRICS=0 RECORDER=prom` under
+//! callgrind).
 
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use eventbus_core::{BoxError, Context, Event, EventBus, Handle, Handler, MemoryTransport};
+use eventbus_core::{
+    BoxError, Context, Event, EventBus, Handle, Handler, MemoryTransport, RunningBus,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Notify};
 
@@ -116,6 +125,11 @@ struct Result_ {
 }
 
 async fn run_bus(events: usize, keys: usize, workers: usize) -> Result_ {
+    let (running, shared) = start_bus(events, keys, workers).await;
+    drive_bus(running, shared, events, keys).await
+}
+
+async fn start_bus(events: usize, keys: usize, workers: usize) -> (RunningBus, Arc<Shared>) {
     let shared = Shared::new(events);
     let mut bus = EventBus::new(MemoryTransport::with_max_queue_len(queue_limit()));
     bus.register_with(Trivial(shared.clone()), |mut p| {
@@ -123,7 +137,34 @@ async fn run_bus(events: usize, keys: usize, workers: usize) -> Result_ {
         p.config_mut().group = format!("bench-{keys}-{workers}");
         p
     });
-    let running = bus.start().await.unwrap();
+    (bus.start().await.unwrap(), shared)
+}
+
+/// `run_bus` with the group's metric handles resolved against `recorder`
+/// (a Prometheus recorder, as a service would install) or none (no-ops).
+fn run_bus_recorded(
+    rt: &tokio::runtime::Runtime,
+    recorder: Option<&metrics_exporter_prometheus::PrometheusRecorder>,
+    events: usize,
+    keys: usize,
+    workers: usize,
+) -> Result_ {
+    // The handles are resolved when the bus starts, so starting it with a
+    // local recorder binds them to it for every thread.
+    let start = || rt.block_on(start_bus(events, keys, workers));
+    let (running, shared) = match recorder {
+        Some(r) => metrics::with_local_recorder(r, start),
+        None => start(),
+    };
+    rt.block_on(drive_bus(running, shared, events, keys))
+}
+
+async fn drive_bus(
+    running: RunningBus,
+    shared: Arc<Shared>,
+    events: usize,
+    keys: usize,
+) -> Result_ {
     let publisher = running.publisher();
     let key_names: Vec<String> = (0..keys).map(|k| format!("key-{k}")).collect();
     let t0 = Instant::now();
@@ -311,13 +352,18 @@ fn main() {
         p50: 0,
         p99: 0,
     };
+    let metrics_runs = std::env::var("METRICS").map_or(true, |v| v != "0");
+    // `RECORDER=prom`: the bus column records into a Prometheus recorder
+    // (for instruction counts under callgrind).
+    let main_recorder =
+        (std::env::var("RECORDER").as_deref() == Ok("prom")).then(prometheus_recorder);
     for keys in [1usize, 16, 1024] {
         for workers in [1usize, 4, 16] {
             if only.is_some_and(|o| o != (keys, workers)) {
                 continue;
             }
             let bus = if do_bus {
-                rt.block_on(run_bus(events, keys, workers))
+                run_bus_recorded(&rt, main_recorder.as_ref(), events, keys, workers)
             } else {
                 none()
             };
@@ -346,5 +392,66 @@ fn main() {
                 raw_json.rate / bus.rate
             );
         }
+    }
+    if metrics_runs && do_bus {
+        metrics_cost(&rt, events);
+    }
+}
+
+/// A Prometheus recorder as `observe::prometheus::install` configures it
+/// (histograms for the `_seconds` metrics).
+fn prometheus_recorder() -> metrics_exporter_prometheus::PrometheusRecorder {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+            &[
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ],
+        )
+        .expect("buckets")
+        .build_recorder()
+}
+
+/// Handler metrics: no recorder vs. a Prometheus recorder, same shape,
+/// alternating three times.
+fn metrics_cost(rt: &tokio::runtime::Runtime, events: usize) {
+    let (keys, workers) = (16, 4);
+    println!();
+    println!(
+        "handler metrics, {keys} keys × {workers} workers: no recorder vs. Prometheus recorder"
+    );
+    println!(
+        "{:>4} | {:>12} {:>7} | {:>12} {:>7} | {:>9}",
+        "run", "none ev/s", "p50 µs", "prom ev/s", "p50 µs", "cost ×none"
+    );
+    for run in 1..=3 {
+        let none = run_bus_recorded(rt, None, events, keys, workers);
+        let recorder = prometheus_recorder();
+        let handle = recorder.handle();
+        let prom = run_bus_recorded(rt, Some(&recorder), events, keys, workers);
+        let rendered = handle.render();
+        let handled = rendered
+            .lines()
+            .find(|l| {
+                l.starts_with("eventbus_handler_handled_total{")
+                    && l.contains("event=\"bench.tick\"")
+                    && l.contains("outcome=\"handled\"")
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        assert_eq!(
+            handled as usize, events,
+            "the recorder saw every event:\n{rendered}"
+        );
+        println!(
+            "{:>4} | {:>12.0} {:>7} | {:>12.0} {:>7} | {:>9.3}",
+            run,
+            none.rate,
+            none.p50,
+            prom.rate,
+            prom.p50,
+            none.rate / prom.rate
+        );
     }
 }

@@ -334,8 +334,17 @@ impl EventPublisher {
     /// Wraps `event` in a new envelope and publishes it; returns the
     /// envelope once the transport confirmed it.
     pub async fn publish<E: Event>(&self, event: &E) -> Result<Arc<Envelope>, BoxError> {
+        // Feature `otel`: an `eventbus.publish` span whose context the envelope carries.
+        #[cfg(feature = "otel")]
+        let span = tracing::info_span!("eventbus.publish", event = E::NAME);
+        #[cfg(feature = "otel")]
+        let envelope = Arc::new(span.in_scope(|| Envelope::from_event(event))?);
+        #[cfg(not(feature = "otel"))]
         let envelope = Arc::new(Envelope::from_event(event)?);
-        self.transport.publish_shared(envelope.clone()).await?;
+        let published = self.transport.publish_shared(envelope.clone());
+        #[cfg(feature = "otel")]
+        let published = tracing::Instrument::instrument(published, span);
+        published.await?;
         Ok(envelope)
     }
 

@@ -15,15 +15,21 @@
 //! - [`transport`]: the [`Publisher`]/[`Subscriber`] contract and the
 //!   always-built [`MemoryTransport`].
 //! - [`bus`]: [`EventBus`], which ties it together.
+//! - [`observe`]: metrics (the `metrics` facade), the gauge sampler, the
+//!   Prometheus endpoint (feature `prometheus`), OpenTelemetry (feature `otel`).
+//! - `dashboard` (feature `dashboard`): the framework dashboard (axum router).
 //! - `testing` (feature `test-util`): the conformance kit every transport runs.
 
 #[allow(unused_extern_crates)]
 extern crate self as eventbus_core;
 
 pub mod bus;
+#[cfg(feature = "dashboard")]
+pub mod dashboard;
 pub mod event;
 pub mod handler;
 pub mod middleware;
+pub mod observe;
 pub mod pipeline;
 pub mod transport;
 pub mod worker;

@@ -51,7 +51,7 @@ impl Envelope {
         let payload = codec::encode(E::NAME, event)?;
         // One clock read for both the UUIDv7 timestamp and `occurred_at`.
         let since_epoch = since_epoch(std::time::SystemTime::now());
-        let mut headers = Headers::with_trace(crate::middleware::TraceParent::for_new_message());
+        let mut headers = new_message_headers();
         let id = match crate::middleware::trace::Cause::current() {
             Some(cause) => {
                 let id = cause.derived_id();
@@ -120,6 +120,21 @@ impl Envelope {
         }
         self
     }
+}
+
+/// The headers of a new message: a `traceparent` from the current
+/// OpenTelemetry span (feature `otel`, with its `tracestate`), else a child
+/// of the handler's trace on this task, else a new root.
+fn new_message_headers() -> Headers {
+    #[cfg(feature = "otel")]
+    if let Some((trace, state)) = crate::observe::otel::current_trace() {
+        let mut headers = Headers::with_trace(trace);
+        if let Some(state) = state {
+            headers.insert_static(header::TRACESTATE, state);
+        }
+        return headers;
+    }
+    Headers::with_trace(crate::middleware::TraceParent::for_new_message())
 }
 
 /// A fresh UUIDv7 message id: 48-bit Unix milliseconds, then random bits.

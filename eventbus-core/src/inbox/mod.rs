@@ -164,6 +164,8 @@ pub trait InboxStore: Send + Sync + 'static {
     async fn prune_batch(&self, older_than: Duration, limit: u32) -> Result<u64, InboxError>;
     /// Whether `(group, message_id)` is recorded (committed).
     async fn contains(&self, message_id: Uuid, group: &str) -> Result<bool, InboxError>;
+    /// Rows in the table (the `eventbus_inbox_rows` gauge, the dashboard).
+    async fn rows(&self) -> Result<u64, InboxError>;
 }
 
 /// An open inbox transaction, type-erased (a `sqlx::Transaction<'static, DB>`).
@@ -212,6 +214,10 @@ where
     /// Whether `group` has handled `message_id`.
     pub async fn contains(&self, message_id: Uuid, group: &str) -> Result<bool, InboxError> {
         self.as_inbox_store().contains(message_id, group).await
+    }
+    /// Rows in the inbox table.
+    pub async fn rows(&self) -> Result<u64, InboxError> {
+        self.as_inbox_store().rows().await
     }
     /// Deletes rows older than the retention in batches of
     /// [`InboxConfig::prune_batch`], pausing between batches; returns the

@@ -61,6 +61,7 @@ struct MyInbox {
     insert: String,
     prune: String,
     contains: String,
+    count: String,
 }
 
 impl MyInbox {
@@ -74,6 +75,7 @@ impl MyInbox {
                 "DELETE FROM {table} WHERE processed_at < NOW(6) - INTERVAL ? MICROSECOND ORDER BY processed_at LIMIT ?"
             ),
             contains: format!("SELECT count(*) FROM {table} WHERE group_name = ? AND message_id = ?"),
+            count: format!("SELECT count(*) FROM {table}"),
         }
     }
 
@@ -116,6 +118,12 @@ impl InboxStore for MyInbox {
             .execute(&self.pool)
             .await?
             .rows_affected())
+    }
+    async fn rows(&self) -> Result<u64, InboxError> {
+        let n: i64 = sqlx::query_scalar(&self.count)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
     async fn contains(&self, message_id: Uuid, group: &str) -> Result<bool, InboxError> {
         let n: i64 = sqlx::query_scalar(&self.contains)

@@ -62,6 +62,7 @@ struct LiteInbox {
     insert: String,
     prune: String,
     contains: String,
+    count: String,
 }
 
 impl LiteInbox {
@@ -75,6 +76,7 @@ impl LiteInbox {
                 "DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE processed_at < ?1 LIMIT ?2)"
             ),
             contains: format!("SELECT count(*) FROM {table} WHERE group_name = ?1 AND message_id = ?2"),
+            count: format!("SELECT count(*) FROM {table}"),
         }
     }
 
@@ -118,6 +120,12 @@ impl InboxStore for LiteInbox {
             .execute(&self.pool)
             .await?
             .rows_affected())
+    }
+    async fn rows(&self) -> Result<u64, InboxError> {
+        let n: i64 = sqlx::query_scalar(&self.count)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
     async fn contains(&self, message_id: Uuid, group: &str) -> Result<bool, InboxError> {
         let n: i64 = sqlx::query_scalar(&self.contains)

@@ -11,8 +11,10 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use crate::observe::HandlerMetrics;
 use crate::{header, Context, Envelope, HandleError, RetryPolicy};
 
 /// What became of a delivery after the pipeline ran.
@@ -38,22 +40,33 @@ pub enum Outcome {
 /// [`Outcome::Retry`] with the backoff delay; otherwise
 /// [`Outcome::DeadLetter`] with the error, failure kind, attempt count and
 /// group recorded in the headers (`x-eventbus-*`).
+///
+/// With [`DeadLetterLayer::with_metrics`] it also records each attempt's
+/// outcome and duration (see [`crate::observe`]).
 #[derive(Debug, Clone, Default)]
 pub struct DeadLetterLayer {
     retry: Option<RetryPolicy>,
+    metrics: Option<Arc<HandlerMetrics>>,
 }
 
 impl DeadLetterLayer {
     /// The layer without retries: the first failure dead-letters.
     pub fn new() -> Self {
-        Self { retry: None }
+        Self::default()
     }
 
     /// The layer asking for retries as `policy` allows.
     pub fn with_retry(policy: RetryPolicy) -> Self {
         Self {
             retry: Some(policy),
+            metrics: None,
         }
+    }
+
+    /// Records every attempt's outcome and duration in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<HandlerMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 }
 
@@ -63,6 +76,7 @@ impl<S> Layer<S> for DeadLetterLayer {
         DeadLetter {
             inner,
             retry: self.retry,
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -72,6 +86,7 @@ impl<S> Layer<S> for DeadLetterLayer {
 pub struct DeadLetter<S> {
     inner: S,
     retry: Option<RetryPolicy>,
+    metrics: Option<Arc<HandlerMetrics>>,
 }
 
 /// The dead-letter copy of `cx`'s envelope for `error`.
@@ -105,6 +120,8 @@ where
 
     fn call(&mut self, req: Context) -> Self::Future {
         DeadLetterFuture {
+            started: self.metrics.as_ref().map(|_| Instant::now()),
+            metrics: self.metrics.clone(),
             fut: self.inner.call(req.clone()),
             req,
             retry: self.retry,
@@ -119,6 +136,8 @@ pin_project! {
         fut: F,
         req: Context,
         retry: Option<RetryPolicy>,
+        metrics: Option<Arc<HandlerMetrics>>,
+        started: Option<Instant>,
     }
 }
 
@@ -130,33 +149,37 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        match this.fut.poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(Outcome::Handled)),
-            Poll::Ready(Err(e)) => {
-                let req = &*this.req;
-                if let Some(policy) = this.retry {
-                    if e.is_retryable() && req.attempt() < policy.max_attempts {
-                        let after = policy.backoff.delay(req.attempt());
-                        tracing::warn!(
-                            error = %e,
-                            attempt = req.attempt(),
-                            max_attempts = policy.max_attempts,
-                            retry_in_ms = after.as_millis() as u64,
-                            "handler attempt failed; retrying later"
-                        );
-                        return Poll::Ready(Ok(Outcome::Retry { after }));
-                    }
-                }
-                tracing::error!(
-                    error = %e,
-                    attempts = req.attempts_made(),
-                    "giving up on message; dead-lettering it"
-                );
-                Poll::Ready(Ok(Outcome::DeadLetter(Box::new(dead_letter_envelope(
-                    req, &e,
-                )))))
-            }
+        let outcome = match this.fut.poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(())) => Outcome::Handled,
+            Poll::Ready(Err(e)) => decide(this.req, *this.retry, e),
+        };
+        if let (Some(m), Some(started)) = (this.metrics, this.started) {
+            m.record(&this.req.envelope().name, started.elapsed(), &outcome);
+        }
+        Poll::Ready(Ok(outcome))
+    }
+}
+
+/// What a failed attempt leads to.
+fn decide(req: &Context, retry: Option<RetryPolicy>, e: HandleError) -> Outcome {
+    if let Some(policy) = retry {
+        if e.is_retryable() && req.attempt() < policy.max_attempts {
+            let after = policy.backoff.delay(req.attempt());
+            tracing::warn!(
+                error = %e,
+                attempt = req.attempt(),
+                max_attempts = policy.max_attempts,
+                retry_in_ms = after.as_millis() as u64,
+                "handler attempt failed; retrying later"
+            );
+            return Outcome::Retry { after };
         }
     }
+    tracing::error!(
+        error = %e,
+        attempts = req.attempts_made(),
+        "giving up on message; dead-lettering it"
+    );
+    Outcome::DeadLetter(Box::new(dead_letter_envelope(req, &e)))
 }

@@ -310,7 +310,17 @@ where
             redelivered = req.redelivered(),
         );
         if !span.is_disabled() {
-            let (parent, trace) = continue_trace(Some(env));
+            #[allow(unused_mut)]
+            let (parent, mut trace) = continue_trace(Some(env));
+            // Feature `otel`: the span is the publisher's child, and its
+            // own context is the one handlers' events continue.
+            #[cfg(feature = "otel")]
+            {
+                crate::observe::otel::set_parent_from(&span, &env.headers);
+                if let Some((own, _)) = crate::observe::otel::span_trace(&span) {
+                    trace = own;
+                }
+            }
             let trace = req.set_trace(trace);
             span.record("trace_id", format_args!("{:032x}", trace.trace_id));
             span.record("span_id", format_args!("{:016x}", trace.span_id));

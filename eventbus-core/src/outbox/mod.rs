@@ -165,6 +165,17 @@ pub struct ParkedEvent {
     pub payload: bytes::Bytes,
 }
 
+/// The state of an outbox table at one moment (see [`Outbox::stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OutboxStats {
+    /// Unsent rows, parked included.
+    pub backlog: u64,
+    /// Parked rows.
+    pub parked: u64,
+    /// Age of the oldest unsent row (by its insert time); zero when empty.
+    pub oldest_age: Duration,
+}
+
 /// How a relay claims work (see [`RelayConfig`]).
 #[derive(Debug, Clone)]
 pub struct ClaimRequest {
@@ -199,6 +210,23 @@ pub trait OutboxStore: Send + Sync + 'static {
 
     /// Unsent rows (parked included).
     async fn backlog(&self) -> Result<u64, OutboxError>;
+
+    /// Backlog, parked rows and the oldest row's age, in one query. The
+    /// default (for stores that do not know better) counts with
+    /// [`OutboxStore::backlog`] and [`OutboxStore::parked`] and reports no age.
+    async fn stats(&self) -> Result<OutboxStats, OutboxError> {
+        Ok(OutboxStats {
+            backlog: self.backlog().await?,
+            parked: self.parked(u32::MAX).await?.len() as u64,
+            oldest_age: Duration::ZERO,
+        })
+    }
+
+    /// The table (the `table` label of the relay's and outbox's metrics).
+    /// The default is [`DEFAULT_TABLE`].
+    fn table_name(&self) -> String {
+        DEFAULT_TABLE.to_owned()
+    }
 
     /// Parked rows, oldest first.
     async fn parked(&self, limit: u32) -> Result<Vec<ParkedEvent>, OutboxError>;
@@ -284,6 +312,10 @@ where
     pub async fn backlog(&self) -> Result<u64, OutboxError> {
         self.as_store().backlog().await
     }
+    /// Backlog, parked rows and the oldest row's age.
+    pub async fn stats(&self) -> Result<OutboxStats, OutboxError> {
+        self.as_store().stats().await
+    }
     /// Parked rows, oldest first.
     pub async fn parked(&self, limit: u32) -> Result<Vec<ParkedEvent>, OutboxError> {
         self.as_store().parked(limit).await
@@ -324,9 +356,17 @@ where
         C: OutboxConn<DB> + ?Sized,
         E: Event,
     {
+        // Feature `otel`: an `eventbus.outbox.insert` span whose context the row carries.
+        #[cfg(feature = "otel")]
+        let span = tracing::info_span!("eventbus.outbox.insert", event = E::NAME);
+        #[cfg(feature = "otel")]
+        let envelope = span.in_scope(|| Envelope::from_event(event))?;
+        #[cfg(not(feature = "otel"))]
         let envelope = Envelope::from_event(event)?;
-        self.add_envelopes(conn, std::slice::from_ref(&envelope))
-            .await?;
+        let insert = self.add_envelopes(conn, std::slice::from_ref(&envelope));
+        #[cfg(feature = "otel")]
+        let insert = tracing::Instrument::instrument(insert, span);
+        insert.await?;
         Ok(envelope.id)
     }
 
@@ -336,11 +376,26 @@ where
         C: OutboxConn<DB> + ?Sized,
         E: Event,
     {
-        let envelopes = events
-            .iter()
-            .map(Envelope::from_event)
-            .collect::<Result<Vec<_>, _>>()?;
-        self.add_envelopes(conn, &envelopes).await?;
+        #[cfg(feature = "otel")]
+        let span = tracing::info_span!(
+            "eventbus.outbox.insert",
+            event = E::NAME,
+            rows = events.len()
+        );
+        let make = || {
+            events
+                .iter()
+                .map(Envelope::from_event)
+                .collect::<Result<Vec<_>, _>>()
+        };
+        #[cfg(feature = "otel")]
+        let envelopes = span.in_scope(make)?;
+        #[cfg(not(feature = "otel"))]
+        let envelopes = make()?;
+        let insert = self.add_envelopes(conn, &envelopes);
+        #[cfg(feature = "otel")]
+        let insert = tracing::Instrument::instrument(insert, span);
+        insert.await?;
         Ok(envelopes.iter().map(|e| e.id).collect())
     }
 

@@ -17,10 +17,12 @@ use uuid::Uuid;
 
 use super::{
     envelope_from_columns, headers_to_json, millis, AsStore, ClaimRequest, ClaimedBatch, Failure,
-    InsertEnvelopes, Outbox, OutboxConfig, OutboxError, OutboxRecord, OutboxStore, ParkedEvent,
+    InsertEnvelopes, Outbox, OutboxConfig, OutboxError, OutboxRecord, OutboxStats, OutboxStore,
+    ParkedEvent,
 };
 use crate::migrate::{self, Component, TableName};
 use crate::Envelope;
+use std::time::Duration;
 
 impl Outbox<MySql> {
     /// An outbox in table `eventbus_outbox` of `pool`'s database.
@@ -281,6 +283,27 @@ impl OutboxStore for MySqlOutboxStore {
             q.execute(&self.pool).await?;
         }
         Ok(())
+    }
+
+    async fn stats(&self) -> Result<OutboxStats, OutboxError> {
+        let (backlog, parked, oldest_ms): (i64, i64, Option<i64>) = sqlx::query_as(&format!(
+            "SELECT count(*), count(parked_at), \
+             CAST(TIMESTAMPDIFF(MICROSECOND, min(created_at), CURRENT_TIMESTAMP(6)) / 1000 AS SIGNED) FROM {}",
+            self.table
+        ))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(OutboxStats {
+            backlog: u64::try_from(backlog).unwrap_or(0),
+            parked: u64::try_from(parked).unwrap_or(0),
+            oldest_age: Duration::from_millis(
+                oldest_ms.and_then(|ms| u64::try_from(ms).ok()).unwrap_or(0),
+            ),
+        })
+    }
+
+    fn table_name(&self) -> String {
+        self.table.to_string()
     }
 
     async fn backlog(&self) -> Result<u64, OutboxError> {

@@ -22,7 +22,8 @@ use uuid::Uuid;
 
 use super::{
     envelope_from_columns, headers_to_json, millis, AsStore, ClaimRequest, ClaimedBatch, Failure,
-    InsertEnvelopes, Outbox, OutboxConfig, OutboxError, OutboxRecord, OutboxStore, ParkedEvent,
+    InsertEnvelopes, Outbox, OutboxConfig, OutboxError, OutboxRecord, OutboxStats, OutboxStore,
+    ParkedEvent,
 };
 use crate::migrate::{self, Component, TableName};
 use crate::Envelope;
@@ -361,6 +362,27 @@ impl OutboxStore for PgOutboxStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn stats(&self) -> Result<OutboxStats, OutboxError> {
+        let (backlog, parked, oldest_ms): (i64, i64, Option<i64>) = sqlx::query_as(&format!(
+            "SELECT count(*), count(parked_at), \
+             CAST(EXTRACT(EPOCH FROM clock_timestamp() - min(created_at)) * 1000 AS BIGINT) FROM {}",
+            self.table
+        ))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(OutboxStats {
+            backlog: u64::try_from(backlog).unwrap_or(0),
+            parked: u64::try_from(parked).unwrap_or(0),
+            oldest_age: Duration::from_millis(
+                oldest_ms.and_then(|ms| u64::try_from(ms).ok()).unwrap_or(0),
+            ),
+        })
+    }
+
+    fn table_name(&self) -> String {
+        self.table.to_string()
     }
 
     async fn backlog(&self) -> Result<u64, OutboxError> {

@@ -185,6 +185,31 @@ pub struct Relay {
     config: RelayConfig,
     id: Arc<str>,
     stats: Arc<RelayStats>,
+    metrics: RelayMetrics,
+}
+
+/// The relay's metric handles (see [`crate::observe`]), resolved once.
+struct RelayMetrics {
+    published: metrics::Counter,
+    failed: metrics::Counter,
+    lag: metrics::Histogram,
+}
+
+impl RelayMetrics {
+    fn new(table: String) -> Self {
+        use crate::observe::names;
+        Self {
+            published: metrics::counter!(names::RELAY_PUBLISHED, "table" => table.clone()),
+            failed: metrics::counter!(names::RELAY_FAILED, "table" => table.clone()),
+            lag: metrics::histogram!(names::RELAY_LAG, "table" => table),
+        }
+    }
+
+    /// Records the lag of a confirmed row: from the event's creation to now.
+    fn confirmed(&self, envelope: &Envelope, now: chrono::DateTime<chrono::Utc>) {
+        let lag = (now - envelope.occurred_at).to_std().unwrap_or_default();
+        self.lag.record(lag.as_secs_f64());
+    }
 }
 
 impl std::fmt::Debug for Relay {
@@ -238,6 +263,7 @@ impl Relay {
     /// A relay with default settings.
     pub fn new(store: Arc<dyn OutboxStore>, publisher: Arc<dyn Publisher>) -> Self {
         Self {
+            metrics: RelayMetrics::new(store.table_name()),
             store,
             publisher,
             config: RelayConfig::default(),
@@ -417,13 +443,19 @@ impl Relay {
                 deferred = true;
                 break;
             }
-            let envelopes: Vec<Envelope> = wave.iter().map(|(_, r)| r.envelope.clone()).collect();
+            #[allow(unused_mut)]
+            let mut envelopes: Vec<Envelope> =
+                wave.iter().map(|(_, r)| r.envelope.clone()).collect();
+            #[cfg(feature = "otel")]
+            let _spans: Vec<tracing::Span> = envelopes.iter_mut().map(publish_span).collect();
             let mut advanced: Vec<usize> = Vec::with_capacity(wave.len());
             match self.publish_batch(&envelopes).await {
                 Ok(()) => {
+                    let now = chrono::Utc::now();
                     for (lane, row) in &wave {
                         sent.push(row.seq);
                         advanced.extend(*lane);
+                        self.metrics.confirmed(row.envelope, now);
                     }
                 }
                 Err(e) if is_outage(&e) => {
@@ -441,10 +473,21 @@ impl Relay {
                             deferred = true;
                             break 'waves;
                         }
-                        match self.publish_one(row.envelope).await {
+                        #[cfg(feature = "otel")]
+                        let (envelope, _span) = {
+                            let mut e = row.envelope.clone();
+                            let span = publish_span(&mut e);
+                            (e, span)
+                        };
+                        #[cfg(feature = "otel")]
+                        let published = self.publish_one(&envelope).await;
+                        #[cfg(not(feature = "otel"))]
+                        let published = self.publish_one(row.envelope).await;
+                        match published {
                             Ok(()) => {
                                 sent.push(row.seq);
                                 advanced.extend(*lane);
+                                self.metrics.confirmed(row.envelope, chrono::Utc::now());
                             }
                             Err(e) if is_outage(&e) => {
                                 outage = Some(e);
@@ -480,6 +523,8 @@ impl Relay {
             tracing::warn!(relay = %self.id, error = %e, rows = sent.len(), "outbox relay: completing a batch failed; deleted its published rows separately");
         }
         self.stats.sent.fetch_add(n_sent as u64, Ordering::Relaxed);
+        self.metrics.published.increment(n_sent as u64);
+        self.metrics.failed.increment(n_failed as u64);
         self.stats
             .failed
             .fetch_add(n_failed as u64, Ordering::Relaxed);
@@ -552,6 +597,21 @@ impl Relay {
             Err(_) => Err(TransportError::Unavailable("publish timed out".into())),
         }
     }
+}
+
+/// Feature `otel`: an `eventbus.relay.publish` span continuing the trace
+/// the row carries; `envelope` is given the span's context, so the
+/// handler's span is its child. Lives until the publish was confirmed.
+#[cfg(feature = "otel")]
+fn publish_span(envelope: &mut Envelope) -> tracing::Span {
+    let span = tracing::info_span!(
+        "eventbus.relay.publish",
+        event = %envelope.name,
+        message_id = %envelope.id,
+    );
+    crate::observe::otel::set_parent_from(&span, &envelope.headers);
+    crate::observe::otel::inject(&span, envelope);
+    span
 }
 
 /// A relay step failed as a whole.

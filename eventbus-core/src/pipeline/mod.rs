@@ -226,6 +226,13 @@ impl PipelineBuilder {
     /// ([`PipelineBuilder::inbox`]): the handler asked for deduplication
     /// that nothing could provide.
     pub fn build(self) -> (HandlerConfig, PipelineService) {
+        // Without a recorder the handles would be no-ops: skip them (and the clock).
+        let metrics = crate::observe::recorder_installed().then(|| {
+            Arc::new(crate::observe::HandlerMetrics::new(
+                &self.config.group,
+                self.handler.events(),
+            ))
+        });
         let call = HandlerCall::new(self.handler);
         let config = self.config;
         let inner = if self.layers.is_empty() && !config.inbox {
@@ -251,7 +258,10 @@ impl PipelineBuilder {
         let attempt = Timeout::optional(CatchPanicLayer::new().layer(inner), config.timeout);
         let inner = ServiceBuilder::new()
             .layer(TraceLayer::new())
-            .layer(DeadLetterLayer::with_retry(config.retry))
+            .layer(match metrics {
+                Some(m) => DeadLetterLayer::with_retry(config.retry).with_metrics(m),
+                None => DeadLetterLayer::with_retry(config.retry),
+            })
             .service(attempt);
         (config, PipelineService { inner })
     }

@@ -684,6 +684,33 @@ impl MemoryTransport {
         }
     }
 
+    /// Puts `envelope` into `group`'s own queue (for a partitioned group,
+    /// the partition of its key) without routing it to any other group: a
+    /// dead letter sent back for another try. Does not wait for room.
+    /// Fails if `group` has no queue.
+    pub fn requeue_to_group(&self, group: &str, envelope: Envelope) -> Result<(), TransportError> {
+        let q = {
+            let state = self.shared.lock();
+            if state.closed {
+                return Err(TransportError::Closed);
+            }
+            state.queues.get(group).cloned()
+        }
+        .ok_or_else(|| TransportError::Rejected(format!("no queue for group {group:.80}")))?;
+        let envelope = Arc::new(envelope);
+        let q = pick(&q, &envelope);
+        let wakers = {
+            let mut g = q.lock();
+            if g.closed {
+                return Err(TransportError::Closed);
+            }
+            g.push_new(envelope);
+            g.wakers()
+        };
+        wakers.wake();
+        Ok(())
+    }
+
     /// Closes the transport: subscriptions end, publishing fails.
     pub fn close(&self) {
         let queues: Vec<Arc<QueueShared>> = {
