@@ -1,0 +1,237 @@
+//! inventory-service: owns the `stock` and `decisions` tables. Handles
+//! `OrderPlaced` in the partitioned `inventory-service` group (instances
+//! share the partitions; one order's events stay in order), behind the
+//! inbox, and answers through its own outbox with `StockReserved` or
+//! `StockRejected` — never by calling the order service.
+//!
+//! Its writes go through a [`RateLimiter`]: this is the database to protect.
+//! However fast orders arrive, it sees at most `rate` writes per second;
+//! the broker holds the rest (peak shaving).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use eventbus::{inbox, BoxError, Context, Handle, Handler};
+use serde::{Deserialize, Serialize};
+
+use crate::db::Database;
+use crate::events::{OrderPlaced, StockRejected, StockReserved};
+use crate::http::ApiResult;
+use crate::ratelimit::RateLimiter;
+use crate::with_db;
+
+const SQLITE: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS stock (
+        product TEXT PRIMARY KEY,
+        initial INTEGER NOT NULL,
+        available INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS decisions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        order_id TEXT NOT NULL,
+        product TEXT NOT NULL,
+        quantity INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        reason TEXT)",
+    "CREATE INDEX IF NOT EXISTS decisions_order ON decisions (order_id)",
+];
+const POSTGRES: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS stock (
+        product TEXT PRIMARY KEY,
+        initial BIGINT NOT NULL,
+        available BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS decisions (
+        id BIGSERIAL PRIMARY KEY,
+        order_id TEXT NOT NULL,
+        product TEXT NOT NULL,
+        quantity BIGINT NOT NULL,
+        outcome TEXT NOT NULL,
+        reason TEXT)",
+    "CREATE INDEX IF NOT EXISTS decisions_order ON decisions (order_id)",
+];
+
+/// Products and their initial stock. `lamp` runs out during a burst, so
+/// some orders are rejected; any other product is unknown.
+pub const CATALOG: &[(&str, i64)] = &[("book", 1_000_000), ("pen", 1_000_000), ("lamp", 100)];
+
+/// Stock per product and the decisions taken.
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct InventorySummary {
+    /// Product → (initial, available).
+    pub stock: BTreeMap<String, (i64, i64)>,
+    /// Product → quantity reserved by `reserved` decisions.
+    pub reserved_quantity: BTreeMap<String, i64>,
+    pub reserved: i64,
+    pub rejected: i64,
+    /// Orders decided more than once (must be 0: the inbox absorbs redeliveries).
+    pub decided_twice: i64,
+}
+
+/// Reserves stock for an order, or rejects it with a reason.
+#[derive(Debug, Handler)]
+#[handler(
+    group = "inventory-service",
+    events(OrderPlaced),
+    inbox,
+    partitions = 8,
+    concurrency = 4,
+    prefetch = 16,
+    backoff_ms = 200
+)]
+pub struct ReserveStock {
+    db: Database,
+    limiter: Arc<RateLimiter>,
+}
+
+impl Handle<OrderPlaced> for ReserveStock {
+    async fn handle(&self, e: OrderPlaced, _cx: &Context) -> Result<(), BoxError> {
+        self.limiter.acquire().await;
+        with_db!(&self.db, |_pool, outbox, _inbox, DB| {
+            let mut tx = inbox::transaction::<DB>().await?;
+            let taken = eventbus::sqlx::query(
+                "UPDATE stock SET available = available - $2 WHERE product = $1 AND available >= $2",
+            )
+            .bind(&e.product)
+            .bind(e.quantity)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            let reason = if taken == 1 {
+                None
+            } else {
+                let available: Option<i64> =
+                    eventbus::sqlx::query_scalar("SELECT available FROM stock WHERE product = $1")
+                        .bind(&e.product)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                Some(match available {
+                    None => format!("unknown product {:?}", e.product),
+                    Some(n) => format!(
+                        "out of stock: {n} {} left, {} wanted",
+                        e.product, e.quantity
+                    ),
+                })
+            };
+            eventbus::sqlx::query(
+                "INSERT INTO decisions (order_id, product, quantity, outcome, reason) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&e.order_id)
+            .bind(&e.product)
+            .bind(e.quantity)
+            .bind(if reason.is_none() { "reserved" } else { "rejected" })
+            .bind(reason.as_deref())
+            .execute(&mut *tx)
+            .await?;
+            match reason {
+                None => {
+                    let reply = StockReserved {
+                        order_id: e.order_id,
+                        product: e.product,
+                        quantity: e.quantity,
+                    };
+                    outbox.add(&mut *tx, &reply).await?;
+                }
+                Some(reason) => {
+                    let reply = StockRejected {
+                        order_id: e.order_id,
+                        product: e.product,
+                        reason,
+                    };
+                    outbox.add(&mut *tx, &reply).await?;
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+/// The service: its database (stock, decisions, outbox, inbox) and the
+/// write rate limit.
+#[derive(Debug)]
+pub struct InventoryService {
+    db: Database,
+    limiter: Arc<RateLimiter>,
+}
+
+impl InventoryService {
+    /// Creates the service's tables and stocks the [`CATALOG`] (once).
+    /// `writes_per_sec` limits the stock writes.
+    pub async fn new(db: Database, writes_per_sec: u32) -> Result<Arc<Self>, BoxError> {
+        db.migrate(SQLITE, POSTGRES).await?;
+        with_db!(&db, |pool, _outbox, _inbox, DB| {
+            for (product, n) in CATALOG {
+                eventbus::sqlx::query(
+                    "INSERT INTO stock (product, initial, available) VALUES ($1, $2, $2)
+                     ON CONFLICT (product) DO NOTHING",
+                )
+                .bind(product)
+                .bind(n)
+                .execute(pool)
+                .await?;
+            }
+        });
+        let burst = (writes_per_sec / 20).max(1);
+        Ok(Arc::new(Self {
+            db,
+            limiter: Arc::new(RateLimiter::new(writes_per_sec, burst)),
+        }))
+    }
+
+    /// The handler to register on the service's bus.
+    pub fn handler(&self) -> ReserveStock {
+        ReserveStock {
+            db: self.db.clone(),
+            limiter: Arc::clone(&self.limiter),
+        }
+    }
+
+    /// `GET /inventory`.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/inventory", get(summary))
+            .with_state(Arc::clone(self))
+    }
+
+    /// Stock and decisions.
+    pub async fn summary(&self) -> ApiResult<InventorySummary> {
+        with_db!(&self.db, |pool, _outbox, _inbox, DB| {
+            let mut s = InventorySummary::default();
+            let stock: Vec<(String, i64, i64)> =
+                eventbus::sqlx::query_as("SELECT product, initial, available FROM stock")
+                    .fetch_all(pool)
+                    .await?;
+            for (product, initial, available) in stock {
+                s.stock.insert(product, (initial, available));
+            }
+            let outcomes: Vec<(String, i64)> = eventbus::sqlx::query_as(
+                "SELECT outcome, COUNT(*) FROM decisions GROUP BY outcome",
+            )
+            .fetch_all(pool)
+            .await?;
+            for (outcome, n) in outcomes {
+                match outcome.as_str() {
+                    "reserved" => s.reserved = n,
+                    _ => s.rejected += n,
+                }
+            }
+            let reserved: Vec<(String, i64)> = eventbus::sqlx::query_as(
+                "SELECT product, CAST(SUM(quantity) AS BIGINT) FROM decisions WHERE outcome = 'reserved' GROUP BY product",
+            )
+            .fetch_all(pool)
+            .await?;
+            s.reserved_quantity = reserved.into_iter().collect();
+            s.decided_twice = eventbus::sqlx::query_scalar(
+                "SELECT COUNT(*) FROM (SELECT order_id FROM decisions GROUP BY order_id HAVING COUNT(*) > 1) AS twice",
+            )
+            .fetch_one(pool)
+            .await?;
+            Ok(s)
+        })
+    }
+}
+
+async fn summary(State(svc): State<Arc<InventoryService>>) -> ApiResult<Json<InventorySummary>> {
+    Ok(Json(svc.summary().await?))
+}
