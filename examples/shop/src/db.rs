@@ -89,7 +89,8 @@ impl Database {
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let pool = retry(service, "database", url, || {
                 PgPoolOptions::new()
-                    .max_connections(16)
+                    // Several services may share one server (100 connections by default).
+                    .max_connections(8)
                     .acquire_timeout(Duration::from_secs(10))
                     .connect(url)
             })
@@ -121,9 +122,16 @@ impl Database {
                 }
             }
             Database::Postgres { pool, .. } => {
+                // Instances starting together would race on CREATE … IF NOT
+                // EXISTS; a transaction-scoped advisory lock serialises them.
+                let mut tx = pool.begin().await?;
+                eventbus::sqlx::query("SELECT pg_advisory_xact_lock(7265735)")
+                    .execute(&mut *tx)
+                    .await?;
                 for stmt in postgres {
-                    eventbus::sqlx::query(stmt).execute(pool).await?;
+                    eventbus::sqlx::query(stmt).execute(&mut *tx).await?;
                 }
+                tx.commit().await?;
             }
         }
         Ok(())

@@ -351,6 +351,8 @@ pub async fn decoupling(c: &ShopClient, checks: &mut Checks) -> Result<(), BoxEr
 #[derive(Debug, Clone)]
 pub struct BurstReport {
     pub orders: usize,
+    /// Orders per second sent (0: as fast as answered).
+    pub rate: u32,
     pub concurrency: usize,
     pub idle_p50: Duration,
     pub idle_p99: Duration,
@@ -394,8 +396,26 @@ pub async fn peak_shaving(
     concurrency: usize,
     checks: &mut Checks,
 ) -> Result<BurstReport, BoxError> {
+    peak_shaving_paced(c, orders, concurrency, 0, checks).await
+}
+
+/// [`peak_shaving`] with the orders sent at `rate` per second (0: as fast
+/// as the connections are answered). A paced burst above the inventory's
+/// rate shows the HTTP latency of the service itself rather than of the
+/// client's own queue.
+pub async fn peak_shaving_paced(
+    c: &ShopClient,
+    orders: usize,
+    concurrency: usize,
+    rate: u32,
+    checks: &mut Checks,
+) -> Result<BurstReport, BoxError> {
+    let pace = match rate {
+        0 => "as fast as they are answered".to_owned(),
+        r => format!("paced at {r}/s"),
+    };
     println!(
-        "\n3. Peak shaving — {orders} orders over {concurrency} connections; the inventory writes at its own rate"
+        "\n3. Peak shaving — {orders} orders over {concurrency} connections, {pace}; the inventory writes at its own rate"
     );
     let probe = QueueProbe::connect(&c.endpoints.broker_url).await?;
     let drain_limit = Duration::from_secs(120) + Duration::from_millis(orders as u64 * 20);
@@ -433,6 +453,10 @@ pub async fn peak_shaving(
                 if i >= orders {
                     break;
                 }
+                if rate > 0 {
+                    let due = start + Duration::from_secs(1) * i as u32 / rate;
+                    tokio::time::sleep_until(due).await;
+                }
                 let t = Instant::now();
                 match c.place(burst_product(i), 1 + (i % 3) as i64).await {
                     Ok(r) if r.status == StatusCode::ACCEPTED => lat.push(t.elapsed()),
@@ -466,6 +490,7 @@ pub async fn peak_shaving(
 
     let report = BurstReport {
         orders,
+        rate,
         concurrency,
         idle_p50: percentile(&idle, 50),
         idle_p99: percentile(&idle, 99),

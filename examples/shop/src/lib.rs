@@ -13,5 +13,6 @@ pub mod http;
 pub mod inventory;
 pub mod notifications;
 pub mod orders;
+pub mod procs;
 pub mod ratelimit;
 pub mod users;

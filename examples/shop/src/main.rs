@@ -7,9 +7,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use eventbus::embedded::EmbeddedBroker;
 use eventbus::BoxError;
-use shop::app::{Shop, ShopConfig};
+use shop::app::{
+    sqlite_url, HttpServer, RunningService, ServiceName, ServiceSettings, Shop, ShopConfig,
+};
 use shop::demo::{self, ShopClient};
+use shop::procs::{ProcessSet, SetConfig, READY};
 
 #[derive(Debug, Parser)]
 #[command(name = "shop", about = "The eventbus sample application")]
@@ -54,6 +58,48 @@ enum Command {
         /// Orders in the burst.
         #[arg(long, default_value_t = 10_000)]
         orders: usize,
+        /// Orders per second (0: as fast as the connections are answered).
+        #[arg(long, default_value_t = 0)]
+        rate: u32,
+    },
+    /// Runs one service in this process against a broker and a database.
+    Serve {
+        service: ServiceName,
+        /// `amqp://user:pass@host:port/vhost`: the built-in broker (standalone) or RabbitMQ.
+        #[arg(long, env = "SHOP_BROKER_URL")]
+        broker_url: String,
+        /// `postgres://…` or `sqlite://file.db` [default: sqlite://<data-dir>/<service>.db].
+        #[arg(long, env = "SHOP_DATABASE_URL")]
+        database_url: Option<String>,
+        /// HTTP address of the service.
+        #[arg(long, env = "SHOP_LISTEN", default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+    },
+    /// Runs the built-in broker as a process of its own (data in `<data-dir>/broker`).
+    Broker {
+        /// AMQP address (RabbitMQ keeps 5672).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        amqp_listen: SocketAddr,
+    },
+    /// Starts the whole set as child processes: a broker (unless
+    /// `--broker-url`), each service, two inventory-service instances.
+    Up {
+        /// A running broker to use instead of starting one.
+        #[arg(long, env = "SHOP_BROKER_URL")]
+        broker_url: Option<String>,
+        /// One PostgreSQL database for all services (each with its own
+        /// tables) [default: a SQLite file per service in <data-dir>/multi].
+        #[arg(long, env = "SHOP_DATABASE_URL")]
+        database_url: Option<String>,
+        /// Instances of inventory-service.
+        #[arg(long, default_value_t = 2)]
+        inventory_instances: usize,
+        /// Run the scripted walk against the set, then stop it.
+        #[arg(long)]
+        demo: bool,
+        /// Orders in the demo's burst.
+        #[arg(long, default_value_t = 2000)]
+        demo_orders: usize,
     },
 }
 
@@ -79,14 +125,129 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
     match cli.command {
         None => in_process(&cli).await,
-        Some(Command::Burst { orders }) => {
+        Some(Command::Burst { orders, rate }) => {
             let shop = start_in_process(&cli, true).await?;
             let client = ShopClient::new(shop.endpoints());
+            let mut checks = demo::Checks::default();
             let result =
-                demo::peak_shaving(&client, orders, cli.concurrency, &mut Default::default()).await;
+                demo::peak_shaving_paced(&client, orders, cli.concurrency, rate, &mut checks).await;
             shop.shutdown().await;
-            result.map(|_| ExitCode::SUCCESS)
+            result?;
+            Ok(report(checks))
         }
+        Some(Command::Serve {
+            service,
+            ref broker_url,
+            ref database_url,
+            listen,
+        }) => {
+            let settings = ServiceSettings {
+                broker_url: broker_url.clone(),
+                database_url: database_url
+                    .clone()
+                    .unwrap_or_else(|| sqlite_url(&cli.data_dir, service)),
+                inventory_rate: cli.inventory_rate,
+            };
+            if settings.database_url.starts_with("sqlite:") {
+                std::fs::create_dir_all(&cli.data_dir)?;
+            }
+            let svc = RunningService::start(service, &settings).await?;
+            let http = HttpServer::start(listen, false, svc.router.clone()).await?;
+            println!("{READY} {service} {}", http.url());
+            stop_signal().await?;
+            http.shutdown().await;
+            svc.shutdown().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Broker { amqp_listen }) => {
+            let broker = EmbeddedBroker::start_with(eventbus_broker::Config {
+                amqp_listen,
+                data_dir: cli.data_dir.join("broker"),
+                ..eventbus_broker::Config::default()
+            })
+            .await?;
+            println!("{READY} broker {}", broker.amqp_url());
+            stop_signal().await?;
+            broker.shutdown().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Up {
+            ref broker_url,
+            ref database_url,
+            inventory_instances,
+            demo,
+            demo_orders,
+        }) => {
+            let set = ProcessSet::start(SetConfig {
+                exe: std::env::current_exe()?,
+                broker_url: broker_url.clone(),
+                database_url: database_url.clone(),
+                data_dir: cli.data_dir.join("multi"),
+                inventory_rate: cli.inventory_rate,
+                inventory_instances,
+            })
+            .await?;
+            println!(
+                "shop: the set as {} processes",
+                set.services.len() + usize::from(set.broker.is_some())
+            );
+            println!("  broker     {}", set.broker_url);
+            for s in &set.services {
+                println!(
+                    "  {:<24} {}   (pid {})",
+                    s.label,
+                    s.url,
+                    s.pid().unwrap_or(0)
+                );
+            }
+            let code = if demo {
+                let client = ShopClient::new(set.endpoints());
+                let result = demo::run(&client, demo_orders, cli.concurrency).await;
+                set.stop().await;
+                report(result?)
+            } else {
+                let ep = set.endpoints();
+                println!(
+                    "\nTry: curl -s -XPOST {}/users -H 'content-type: application/json' -d '{{\"email\":\"ada@example.com\",\"name\":\"Ada\"}}'",
+                    ep.users
+                );
+                println!(
+                    "     curl -s -XPOST {}/orders -H 'content-type: application/json' -d '{{\"product\":\"book\",\"quantity\":2}}'",
+                    ep.orders
+                );
+                println!("Ctrl-C stops every process.");
+                stop_signal().await?;
+                set.stop().await;
+                ExitCode::SUCCESS
+            };
+            Ok(code)
+        }
+    }
+}
+
+/// Ctrl-C or SIGTERM.
+async fn stop_signal() -> Result<(), BoxError> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+/// Prints the demo's verdict; exit code 0 only if every check passed.
+fn report(checks: demo::Checks) -> ExitCode {
+    let failed = checks.failed();
+    if failed.is_empty() {
+        println!("\ndemo: all {} checks passed", checks.0.len());
+        ExitCode::SUCCESS
+    } else {
+        println!(
+            "\ndemo: {} of {} checks FAILED",
+            failed.len(),
+            checks.0.len()
+        );
+        ExitCode::FAILURE
     }
 }
 
@@ -138,7 +299,7 @@ async fn in_process(cli: &Cli) -> Result<ExitCode, BoxError> {
         });
     }
     print_tour(&url);
-    tokio::signal::ctrl_c().await?;
+    stop_signal().await?;
     println!("\nshop: stopping");
     shop.shutdown().await;
     Ok(ExitCode::SUCCESS)
