@@ -6,7 +6,10 @@
 //!
 //! Its writes go through a [`RateLimiter`]: this is the database to protect.
 //! However fast orders arrive, it sees at most `rate` writes per second;
-//! the broker holds the rest (peak shaving).
+//! the broker holds the rest (peak shaving). The handler takes its permit
+//! *before* it opens the inbox transaction (`Inbox::begin`, rather than the
+//! inbox layer, which would open it first), so no transaction — and on
+//! SQLite no write lock — is held while it waits.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,7 +17,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use eventbus::{inbox, BoxError, Context, Handle, Handler};
+use eventbus::{BoxError, Context, Handle, Handler};
 use serde::{Deserialize, Serialize};
 
 use crate::db::Database;
@@ -74,7 +77,6 @@ pub struct InventorySummary {
 #[handler(
     group = "inventory-service",
     events(OrderPlaced),
-    inbox,
     partitions = 8,
     concurrency = 4,
     prefetch = 16,
@@ -86,10 +88,13 @@ pub struct ReserveStock {
 }
 
 impl Handle<OrderPlaced> for ReserveStock {
-    async fn handle(&self, e: OrderPlaced, _cx: &Context) -> Result<(), BoxError> {
+    async fn handle(&self, e: OrderPlaced, cx: &Context) -> Result<(), BoxError> {
         self.limiter.acquire().await;
-        with_db!(&self.db, |_pool, outbox, _inbox, DB| {
-            let mut tx = inbox::transaction::<DB>().await?;
+        with_db!(&self.db, |_pool, outbox, inbox, DB| {
+            // `None`: this group already handled the message (a redelivery).
+            let Some(mut tx) = inbox.begin(cx).await? else {
+                return Ok(());
+            };
             let taken = eventbus::sqlx::query(
                 "UPDATE stock SET available = available - $2 WHERE product = $1 AND available >= $2",
             )
@@ -142,6 +147,7 @@ impl Handle<OrderPlaced> for ReserveStock {
                     outbox.add(&mut *tx, &reply).await?;
                 }
             }
+            tx.commit().await?;
         });
         Ok(())
     }
