@@ -12,23 +12,32 @@ use axum::{Json, Router};
 use eventbus::{inbox, BoxError, Context, Handle, Handler};
 use serde::{Deserialize, Serialize};
 
-use crate::db::Database;
+use crate::db::{sql, Database, Ddl};
 use crate::events::UserRegistered;
 use crate::http::ApiResult;
 use crate::with_db;
 
-const SQLITE: &[&str] = &["CREATE TABLE IF NOT EXISTS emails_sent (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    user_id INTEGER NOT NULL,
-    to_address TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    message_id TEXT NOT NULL)"];
-const POSTGRES: &[&str] = &["CREATE TABLE IF NOT EXISTS emails_sent (
-    id BIGSERIAL PRIMARY KEY,
-    user_id BIGINT NOT NULL,
-    to_address TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    message_id TEXT NOT NULL)"];
+const DDL: Ddl = Ddl {
+    sqlite: &["CREATE TABLE IF NOT EXISTS emails_sent (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id INTEGER NOT NULL,
+        to_address TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        message_id TEXT NOT NULL)"],
+    postgres: &["CREATE TABLE IF NOT EXISTS emails_sent (
+        id BIGSERIAL PRIMARY KEY,
+        user_id BIGINT NOT NULL,
+        to_address TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        message_id TEXT NOT NULL)"],
+    mysql: &["CREATE TABLE IF NOT EXISTS emails_sent (
+        id BIGINT AUTO_INCREMENT PRIMARY KEY,
+        user_id BIGINT NOT NULL,
+        to_address VARCHAR(254) NOT NULL,
+        subject TEXT NOT NULL,
+        message_id VARCHAR(36) NOT NULL,
+        INDEX emails_sent_user (user_id))"],
+};
 
 /// A mail the service sent.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -55,9 +64,9 @@ impl Handle<UserRegistered> for SendWelcomeMail {
     async fn handle(&self, e: UserRegistered, cx: &Context) -> Result<(), BoxError> {
         with_db!(&self.db, |_pool, _outbox, _inbox, DB| {
             let mut tx = inbox::transaction::<DB>().await?;
-            eventbus::sqlx::query(
+            eventbus::sqlx::query(&sql::<DB>(
                 "INSERT INTO emails_sent (user_id, to_address, subject, message_id) VALUES ($1, $2, $3, $4)",
-            )
+            ))
             .bind(e.user_id)
             .bind(&e.email)
             .bind(format!("Welcome, {}!", e.name))
@@ -78,7 +87,7 @@ pub struct EmailService {
 impl EmailService {
     /// Creates the service's tables.
     pub async fn new(db: Database) -> Result<Arc<Self>, BoxError> {
-        db.migrate(SQLITE, POSTGRES).await?;
+        db.migrate(&DDL).await?;
         Ok(Arc::new(Self { db }))
     }
 
@@ -99,9 +108,9 @@ impl EmailService {
     /// Mails sent to `user_id`.
     pub async fn sent_to(&self, user_id: i64) -> ApiResult<Vec<SentMail>> {
         with_db!(&self.db, |pool, _outbox, _inbox, DB| {
-            let rows: Vec<(i64, String, String)> = eventbus::sqlx::query_as(
+            let rows: Vec<(i64, String, String)> = eventbus::sqlx::query_as(&sql::<DB>(
                 "SELECT user_id, to_address, subject FROM emails_sent WHERE user_id = $1 ORDER BY id",
-            )
+            ))
             .bind(user_id)
             .fetch_all(pool)
             .await?;

@@ -20,12 +20,17 @@ use axum::{Json, Router};
 use eventbus::{BoxError, Context, Handle, Handler};
 use serde::{Deserialize, Serialize};
 
-use crate::db::Database;
+use crate::db::{sql, Database, Ddl, Dialect};
 use crate::events::{OrderPlaced, StockRejected, StockReserved};
 use crate::http::ApiResult;
 use crate::ratelimit::RateLimiter;
 use crate::with_db;
 
+const DDL: Ddl = Ddl {
+    sqlite: SQLITE,
+    postgres: POSTGRES,
+    mysql: MYSQL,
+};
 const SQLITE: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS stock (
         product TEXT PRIMARY KEY,
@@ -53,6 +58,20 @@ const POSTGRES: &[&str] = &[
         outcome TEXT NOT NULL,
         reason TEXT)",
     "CREATE INDEX IF NOT EXISTS decisions_order ON decisions (order_id)",
+];
+const MYSQL: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS stock (
+        product VARCHAR(64) PRIMARY KEY,
+        initial BIGINT NOT NULL,
+        available BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS decisions (
+        id BIGINT AUTO_INCREMENT PRIMARY KEY,
+        order_id VARCHAR(36) NOT NULL,
+        product VARCHAR(64) NOT NULL,
+        quantity BIGINT NOT NULL,
+        outcome VARCHAR(16) NOT NULL,
+        reason TEXT,
+        INDEX decisions_order (order_id))",
 ];
 
 /// Products and their initial stock. `lamp` runs out during a burst, so
@@ -95,9 +114,10 @@ impl Handle<OrderPlaced> for ReserveStock {
             let Some(mut tx) = inbox.begin(cx).await? else {
                 return Ok(());
             };
-            let taken = eventbus::sqlx::query(
-                "UPDATE stock SET available = available - $2 WHERE product = $1 AND available >= $2",
-            )
+            let taken = eventbus::sqlx::query(&sql::<DB>(
+                "UPDATE stock SET available = available - $1 WHERE product = $2 AND available >= $3",
+            ))
+            .bind(e.quantity)
             .bind(&e.product)
             .bind(e.quantity)
             .execute(&mut *tx)
@@ -106,11 +126,12 @@ impl Handle<OrderPlaced> for ReserveStock {
             let reason = if taken == 1 {
                 None
             } else {
-                let available: Option<i64> =
-                    eventbus::sqlx::query_scalar("SELECT available FROM stock WHERE product = $1")
-                        .bind(&e.product)
-                        .fetch_optional(&mut *tx)
-                        .await?;
+                let available: Option<i64> = eventbus::sqlx::query_scalar(&sql::<DB>(
+                    "SELECT available FROM stock WHERE product = $1",
+                ))
+                .bind(&e.product)
+                .fetch_optional(&mut *tx)
+                .await?;
                 Some(match available {
                     None => format!("unknown product {:?}", e.product),
                     Some(n) => format!(
@@ -119,9 +140,9 @@ impl Handle<OrderPlaced> for ReserveStock {
                     ),
                 })
             };
-            eventbus::sqlx::query(
+            eventbus::sqlx::query(&sql::<DB>(
                 "INSERT INTO decisions (order_id, product, quantity, outcome, reason) VALUES ($1, $2, $3, $4, $5)",
-            )
+            ))
             .bind(&e.order_id)
             .bind(&e.product)
             .bind(e.quantity)
@@ -165,17 +186,20 @@ impl InventoryService {
     /// Creates the service's tables and stocks the [`CATALOG`] (once).
     /// `writes_per_sec` limits the stock writes.
     pub async fn new(db: Database, writes_per_sec: u32) -> Result<Arc<Self>, BoxError> {
-        db.migrate(SQLITE, POSTGRES).await?;
+        db.migrate(&DDL).await?;
         with_db!(&db, |pool, _outbox, _inbox, DB| {
+            let seed = DB::insert_or_ignore(
+                "stock (product, initial, available)",
+                "($1, $2, $3)",
+                "product",
+            );
             for (product, n) in CATALOG {
-                eventbus::sqlx::query(
-                    "INSERT INTO stock (product, initial, available) VALUES ($1, $2, $2)
-                     ON CONFLICT (product) DO NOTHING",
-                )
-                .bind(product)
-                .bind(n)
-                .execute(pool)
-                .await?;
+                eventbus::sqlx::query(&sql::<DB>(&seed))
+                    .bind(product)
+                    .bind(n)
+                    .bind(n)
+                    .execute(pool)
+                    .await?;
             }
         });
         let burst = (writes_per_sec / 20).max(1);
@@ -222,11 +246,13 @@ impl InventoryService {
                     _ => s.rejected += n,
                 }
             }
-            let reserved: Vec<(String, i64)> = eventbus::sqlx::query_as(
-                "SELECT product, CAST(SUM(quantity) AS BIGINT) FROM decisions WHERE outcome = 'reserved' GROUP BY product",
-            )
-            .fetch_all(pool)
-            .await?;
+            let reserved_sql = format!(
+                "SELECT product, CAST(SUM(quantity) AS {}) FROM decisions WHERE outcome = 'reserved' GROUP BY product",
+                DB::BIGINT
+            );
+            let reserved: Vec<(String, i64)> = eventbus::sqlx::query_as(&reserved_sql)
+                .fetch_all(pool)
+                .await?;
             s.reserved_quantity = reserved.into_iter().collect();
             s.decided_twice = eventbus::sqlx::query_scalar(
                 "SELECT COUNT(*) FROM (SELECT order_id FROM decisions GROUP BY order_id HAVING COUNT(*) > 1) AS twice",

@@ -11,20 +11,27 @@ use axum::{Json, Router};
 use eventbus::{inbox, BoxError, Context, Handle, Handler};
 use serde::{Deserialize, Serialize};
 
-use crate::db::Database;
+use crate::db::{sql, Database, Ddl};
 use crate::email::ByUser;
 use crate::events::UserRegistered;
 use crate::http::ApiResult;
 use crate::with_db;
 
-const SQLITE: &[&str] = &["CREATE TABLE IF NOT EXISTS notifications (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    user_id INTEGER NOT NULL,
-    text TEXT NOT NULL)"];
-const POSTGRES: &[&str] = &["CREATE TABLE IF NOT EXISTS notifications (
-    id BIGSERIAL PRIMARY KEY,
-    user_id BIGINT NOT NULL,
-    text TEXT NOT NULL)"];
+const DDL: Ddl = Ddl {
+    sqlite: &["CREATE TABLE IF NOT EXISTS notifications (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id INTEGER NOT NULL,
+        text TEXT NOT NULL)"],
+    postgres: &["CREATE TABLE IF NOT EXISTS notifications (
+        id BIGSERIAL PRIMARY KEY,
+        user_id BIGINT NOT NULL,
+        text TEXT NOT NULL)"],
+    mysql: &["CREATE TABLE IF NOT EXISTS notifications (
+        id BIGINT AUTO_INCREMENT PRIMARY KEY,
+        user_id BIGINT NOT NULL,
+        text TEXT NOT NULL,
+        INDEX notifications_user (user_id))"],
+};
 
 /// A notice the service posted.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -49,11 +56,13 @@ impl Handle<UserRegistered> for NotifyNewUser {
     async fn handle(&self, e: UserRegistered, _cx: &Context) -> Result<(), BoxError> {
         with_db!(&self.db, |_pool, _outbox, _inbox, DB| {
             let mut tx = inbox::transaction::<DB>().await?;
-            eventbus::sqlx::query("INSERT INTO notifications (user_id, text) VALUES ($1, $2)")
-                .bind(e.user_id)
-                .bind(format!("{} <{}> joined", e.name, e.email))
-                .execute(&mut *tx)
-                .await?;
+            eventbus::sqlx::query(&sql::<DB>(
+                "INSERT INTO notifications (user_id, text) VALUES ($1, $2)",
+            ))
+            .bind(e.user_id)
+            .bind(format!("{} <{}> joined", e.name, e.email))
+            .execute(&mut *tx)
+            .await?;
         });
         Ok(())
     }
@@ -68,7 +77,7 @@ pub struct NotificationService {
 impl NotificationService {
     /// Creates the service's tables.
     pub async fn new(db: Database) -> Result<Arc<Self>, BoxError> {
-        db.migrate(SQLITE, POSTGRES).await?;
+        db.migrate(&DDL).await?;
         Ok(Arc::new(Self { db }))
     }
 
@@ -89,9 +98,9 @@ impl NotificationService {
     /// Notices about `user_id`.
     pub async fn about(&self, user_id: i64) -> ApiResult<Vec<Notification>> {
         with_db!(&self.db, |pool, _outbox, _inbox, DB| {
-            let rows: Vec<(i64, String)> = eventbus::sqlx::query_as(
+            let rows: Vec<(i64, String)> = eventbus::sqlx::query_as(&sql::<DB>(
                 "SELECT user_id, text FROM notifications WHERE user_id = $1 ORDER BY id",
-            )
+            ))
             .bind(user_id)
             .fetch_all(pool)
             .await?;

@@ -17,25 +17,34 @@ use axum::{Json, Router};
 use eventbus::{inbox, BoxError, Context, Event, Handle, HandleError, Handler};
 use serde::{Deserialize, Serialize};
 
-use crate::db::Database;
+use crate::db::{sql, Database, Ddl, Dialect};
 use crate::events::{OrderPlaced, StockRejected, StockReserved};
 use crate::http::{ApiError, ApiResult};
 use crate::with_db;
 
-const SQLITE: &[&str] = &["CREATE TABLE IF NOT EXISTS orders (
-    id TEXT PRIMARY KEY,
-    product TEXT NOT NULL,
-    quantity INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    reason TEXT,
-    history TEXT NOT NULL)"];
-const POSTGRES: &[&str] = &["CREATE TABLE IF NOT EXISTS orders (
-    id TEXT PRIMARY KEY,
-    product TEXT NOT NULL,
-    quantity BIGINT NOT NULL,
-    status TEXT NOT NULL,
-    reason TEXT,
-    history TEXT NOT NULL)"];
+const DDL: Ddl = Ddl {
+    sqlite: &["CREATE TABLE IF NOT EXISTS orders (
+        id TEXT PRIMARY KEY,
+        product TEXT NOT NULL,
+        quantity INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        reason TEXT,
+        history TEXT NOT NULL)"],
+    postgres: &["CREATE TABLE IF NOT EXISTS orders (
+        id TEXT PRIMARY KEY,
+        product TEXT NOT NULL,
+        quantity BIGINT NOT NULL,
+        status TEXT NOT NULL,
+        reason TEXT,
+        history TEXT NOT NULL)"],
+    mysql: &["CREATE TABLE IF NOT EXISTS orders (
+        id VARCHAR(36) PRIMARY KEY,
+        product VARCHAR(64) NOT NULL,
+        quantity BIGINT NOT NULL,
+        status VARCHAR(16) NOT NULL,
+        reason TEXT,
+        history TEXT NOT NULL)"],
+};
 
 /// An order request.
 #[derive(Debug, Deserialize)]
@@ -91,20 +100,23 @@ impl ApplyStockDecision {
     ) -> Result<(), BoxError> {
         let updated = with_db!(&self.db, |_pool, _outbox, _inbox, DB| {
             let mut tx = inbox::transaction::<DB>().await?;
-            eventbus::sqlx::query(
+            // `reason` before `status`: MySQL assigns left to right.
+            let update = format!(
                 "UPDATE orders SET
+                    reason = CASE WHEN status = 'pending' THEN $1 ELSE reason END,
                     status = CASE WHEN status = 'pending' THEN $2 ELSE status END,
-                    reason = CASE WHEN status = 'pending' THEN $3 ELSE reason END,
-                    history = history || ',' || $4
-                 WHERE id = $1",
-            )
-            .bind(order_id)
-            .bind(status)
-            .bind(reason)
-            .bind(event)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
+                    history = {}
+                 WHERE id = $4",
+                DB::concat("history", &DB::concat("','", "$3"))
+            );
+            eventbus::sqlx::query(&sql::<DB>(&update))
+                .bind(reason)
+                .bind(status)
+                .bind(event)
+                .bind(order_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
         });
         if updated == 0 {
             return Err(HandleError::permanent(format!("no order {order_id}")));
@@ -141,7 +153,7 @@ pub struct OrderService {
 impl OrderService {
     /// Creates the service's tables.
     pub async fn new(db: Database) -> Result<Arc<Self>, BoxError> {
-        db.migrate(SQLITE, POSTGRES).await?;
+        db.migrate(&DDL).await?;
         Ok(Arc::new(Self { db }))
     }
 
@@ -184,9 +196,9 @@ impl OrderService {
         let id = uuid::Uuid::now_v7().to_string();
         with_db!(&self.db, |pool, outbox, _inbox, DB| {
             let mut tx = pool.begin().await?;
-            eventbus::sqlx::query(
+            eventbus::sqlx::query(&sql::<DB>(
                 "INSERT INTO orders (id, product, quantity, status, history) VALUES ($1, $2, $3, 'pending', $4)",
-            )
+            ))
             .bind(&id)
             .bind(&product)
             .bind(new.quantity)
@@ -215,9 +227,9 @@ impl OrderService {
     pub async fn find(&self, id: &str) -> ApiResult<Option<Order>> {
         with_db!(&self.db, |pool, _outbox, _inbox, DB| {
             let row: Option<(String, String, i64, String, Option<String>, String)> =
-                eventbus::sqlx::query_as(
+                eventbus::sqlx::query_as(&sql::<DB>(
                     "SELECT id, product, quantity, status, reason, history FROM orders WHERE id = $1",
-                )
+                ))
                 .bind(id)
                 .fetch_optional(pool)
                 .await?;
@@ -245,13 +257,13 @@ impl OrderService {
                 eventbus::sqlx::query_as("SELECT status, COUNT(*) FROM orders GROUP BY status")
                     .fetch_all(pool)
                     .await?;
-            let anomalies: i64 = eventbus::sqlx::query_scalar(
+            let anomalies: i64 = eventbus::sqlx::query_scalar(&sql::<DB>(
                 "SELECT COUNT(*) FROM orders
                  WHERE (status = 'pending' AND history <> $1)
                     OR (status = 'reserved' AND history <> $2)
                     OR (status = 'rejected' AND history <> $3)
                     OR status NOT IN ('pending', 'reserved', 'rejected')",
-            )
+            ))
             .bind(OrderPlaced::NAME)
             .bind(&expected[0])
             .bind(&expected[1])

@@ -11,19 +11,25 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use crate::db::Database;
+use crate::db::{sql, Database, Ddl};
 use crate::events::UserRegistered;
 use crate::http::{ApiError, ApiResult};
 use crate::with_db;
 
-const SQLITE: &[&str] = &["CREATE TABLE IF NOT EXISTS users (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    email TEXT NOT NULL UNIQUE,
-    name TEXT NOT NULL)"];
-const POSTGRES: &[&str] = &["CREATE TABLE IF NOT EXISTS users (
-    id BIGSERIAL PRIMARY KEY,
-    email TEXT NOT NULL UNIQUE,
-    name TEXT NOT NULL)"];
+const DDL: Ddl = Ddl {
+    sqlite: &["CREATE TABLE IF NOT EXISTS users (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        email TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL)"],
+    postgres: &["CREATE TABLE IF NOT EXISTS users (
+        id BIGSERIAL PRIMARY KEY,
+        email TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL)"],
+    mysql: &["CREATE TABLE IF NOT EXISTS users (
+        id BIGINT AUTO_INCREMENT PRIMARY KEY,
+        email VARCHAR(254) NOT NULL UNIQUE,
+        name VARCHAR(100) NOT NULL)"],
+};
 
 /// A registration request.
 #[derive(Debug, Deserialize)]
@@ -49,7 +55,7 @@ pub struct UserService {
 impl UserService {
     /// Creates the service's tables.
     pub async fn new(db: Database) -> Result<Arc<Self>, eventbus::BoxError> {
-        db.migrate(SQLITE, POSTGRES).await?;
+        db.migrate(&DDL).await?;
         Ok(Arc::new(Self { db }))
     }
 
@@ -68,9 +74,9 @@ impl UserService {
         validate(&email, &name)?;
         with_db!(&self.db, |pool, outbox, _inbox, DB| {
             let mut tx = pool.begin().await?;
-            let inserted: Result<i64, _> = eventbus::sqlx::query_scalar(
+            let inserted: Result<i64, _> = eventbus::sqlx::query_scalar(&sql::<DB>(
                 "INSERT INTO users (email, name) VALUES ($1, $2) RETURNING id",
-            )
+            ))
             .bind(&email)
             .bind(&name)
             .fetch_one(&mut *tx)
@@ -99,11 +105,12 @@ impl UserService {
     /// The user with `id`, if any.
     pub async fn find(&self, id: i64) -> ApiResult<Option<User>> {
         with_db!(&self.db, |pool, _outbox, _inbox, DB| {
-            let row: Option<(i64, String, String)> =
-                eventbus::sqlx::query_as("SELECT id, email, name FROM users WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(pool)
-                    .await?;
+            let row: Option<(i64, String, String)> = eventbus::sqlx::query_as(&sql::<DB>(
+                "SELECT id, email, name FROM users WHERE id = $1",
+            ))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
             Ok(row.map(|(id, email, name)| User { id, email, name }))
         })
     }

@@ -1,6 +1,7 @@
 //! The set as separate processes (`shop serve <service>`, two
-//! inventory-service instances sharing its partitions) on PostgreSQL, once
-//! against a standalone built-in broker process and once against RabbitMQ.
+//! inventory-service instances sharing its partitions): on PostgreSQL and
+//! on MariaDB against a standalone built-in broker process, and on
+//! PostgreSQL against RabbitMQ.
 //! In the middle of a burst one inventory-service instance is SIGKILLed and
 //! restarted: no order is lost, none is decided twice, every order's
 //! history is `order.placed` then one decision. Also: a service started
@@ -11,7 +12,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use eventbus::sqlx::{Connection, PgConnection};
+use eventbus::sqlx::{Connection, MySqlConnection, PgConnection};
 use eventbus::BoxError;
 use shop::app::ServiceName;
 use shop::demo::{self, eventually, Checks, ShopClient};
@@ -19,6 +20,7 @@ use shop::procs::{ChildProcess, ProcessSet, SetConfig};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
+const MARIADB_ADMIN: &str = "mysql://root@127.0.0.1:3306/test";
 const RABBITMQ_API: &str = "http://127.0.0.1:15672/api";
 const BURST: usize = 1500;
 
@@ -26,35 +28,57 @@ fn exe() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_shop"))
 }
 
-/// A fresh PostgreSQL database for one test run, dropped at the end.
+/// A fresh PostgreSQL or MariaDB database for one test run, dropped at the end.
 struct TempDatabase {
     name: String,
+    mysql: bool,
 }
 
 impl TempDatabase {
-    async fn create() -> Self {
-        let name = format!("shop_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = PgConnection::connect(PG_ADMIN)
-            .await
-            .expect("PostgreSQL on 127.0.0.1:5432 (db `test`, user postgres) is required");
-        eventbus::sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        Self { name }
+    async fn postgres() -> Self {
+        Self::create(false).await
+    }
+    async fn mariadb() -> Self {
+        Self::create(true).await
+    }
+    async fn create(mysql: bool) -> Self {
+        let db = Self {
+            name: format!("shop_{}", uuid::Uuid::new_v4().simple()),
+            mysql,
+        };
+        db.admin(&format!("CREATE DATABASE {}", db.name)).await;
+        db
+    }
+    async fn admin(&self, statement: &str) {
+        if self.mysql {
+            let mut admin = MySqlConnection::connect(MARIADB_ADMIN)
+                .await
+                .expect("MariaDB on 127.0.0.1:3306 (db `test`, user root) is required");
+            eventbus::sqlx::query(statement)
+                .execute(&mut admin)
+                .await
+                .unwrap();
+        } else {
+            let mut admin = PgConnection::connect(PG_ADMIN)
+                .await
+                .expect("PostgreSQL on 127.0.0.1:5432 (db `test`, user postgres) is required");
+            eventbus::sqlx::query(statement)
+                .execute(&mut admin)
+                .await
+                .unwrap();
+        }
     }
     fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
+        if self.mysql {
+            format!("mysql://root@127.0.0.1:3306/{}", self.name)
+        } else {
+            format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
+        }
     }
     async fn drop_now(self) {
-        let mut admin = PgConnection::connect(PG_ADMIN).await.unwrap();
-        eventbus::sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+        let force = if self.mysql { "" } else { " WITH (FORCE)" };
+        self.admin(&format!("DROP DATABASE IF EXISTS {}{force}", self.name))
+            .await;
     }
 }
 
@@ -164,7 +188,31 @@ fn assert_passed(checks: &Checks) {
 /// PostgreSQL + the built-in broker as a process of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_and_standalone_broker_survive_an_inventory_kill() {
-    let db = TempDatabase::create().await;
+    let db = TempDatabase::postgres().await;
+    let data = tempfile::tempdir().unwrap();
+    let result = async {
+        let mut set = ProcessSet::start(SetConfig {
+            exe: exe(),
+            broker_url: None,
+            database_url: Some(db.url()),
+            data_dir: data.path().to_owned(),
+            inventory_rate: 100,
+            inventory_instances: 2,
+        })
+        .await?;
+        let checks = kill_inventory_mid_burst(&mut set).await;
+        set.stop().await;
+        checks
+    }
+    .await;
+    db.drop_now().await;
+    assert_passed(&result.expect("the scenario runs"));
+}
+
+/// MariaDB + the built-in broker as a process of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_and_standalone_broker_survive_an_inventory_kill() {
+    let db = TempDatabase::mariadb().await;
     let data = tempfile::tempdir().unwrap();
     let result = async {
         let mut set = ProcessSet::start(SetConfig {
@@ -188,7 +236,7 @@ async fn postgres_and_standalone_broker_survive_an_inventory_kill() {
 /// PostgreSQL + RabbitMQ (a fresh vhost).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_and_rabbitmq_survive_an_inventory_kill() {
-    let db = TempDatabase::create().await;
+    let db = TempDatabase::postgres().await;
     let vhost = TempVhost::create().await;
     let data = tempfile::tempdir().unwrap();
     let result = async {
