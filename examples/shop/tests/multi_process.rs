@@ -338,3 +338,63 @@ async fn service_waits_for_an_unreachable_broker() {
     let _ = service.wait().await;
     broker.stop(Duration::from_secs(30)).await;
 }
+
+/// Runs the `shop` binary with `args` (data in `dir`), at most `limit`;
+/// returns whether it exited 0 and its stdout.
+async fn run_shop(args: &[&str], dir: &std::path::Path, limit: Duration) -> (bool, String) {
+    let child = tokio::process::Command::new(exe())
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let out = tokio::time::timeout(limit, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("shop {args:?} did not finish within {limit:?}"))
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// The README's scripted walk: `shop --demo` (one process, embedded
+/// defaults) exits 0 after every check passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_command_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out) = run_shop(
+        &["--demo", "--demo-orders", "300"],
+        dir.path(),
+        Duration::from_secs(300),
+    )
+    .await;
+    assert!(ok, "shop --demo failed:\n{out}");
+    assert!(
+        out.contains("checks passed") && !out.contains("[FAIL]"),
+        "{out}"
+    );
+}
+
+/// `shop up --demo`: the set as child processes (a broker process, SQLite
+/// files, two inventory instances) passes the scripted walk and stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_demo_on_sqlite_files_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out) = run_shop(
+        &["up", "--demo", "--demo-orders", "300"],
+        dir.path(),
+        Duration::from_secs(300),
+    )
+    .await;
+    assert!(ok, "shop up --demo failed:\n{out}");
+    assert!(out.contains("inventory-service#2"), "{out}");
+    assert!(
+        out.contains("checks passed") && !out.contains("[FAIL]"),
+        "{out}"
+    );
+}
