@@ -34,7 +34,8 @@ struct Cli {
         long,
         env = "SHOP_INVENTORY_RATE",
         default_value_t = 500,
-        global = true
+        global = true,
+        value_parser = clap::value_parser!(u32).range(1..)
     )]
     inventory_rate: u32,
     /// Run the scripted walk through all three flows, then exit (0: every check passed).
@@ -43,8 +44,13 @@ struct Cli {
     /// Orders in the demo's burst.
     #[arg(long, default_value_t = 2000)]
     demo_orders: usize,
-    /// Concurrent connections of the burst.
-    #[arg(long, default_value_t = 64, global = true)]
+    /// Concurrent connections of the burst (1 to 1024).
+    #[arg(
+        long,
+        default_value_t = 64,
+        global = true,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024)
+    )]
     concurrency: usize,
     #[command(subcommand)]
     command: Option<Command>,
