@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use crate::app::Endpoints;
 use crate::email::SentMail;
 use crate::events::{groups, topology};
-use crate::inventory::InventorySummary;
+use crate::inventory::{Decision, InventorySummary};
 use crate::notifications::Notification;
 use crate::orders::{Order, OrderStats};
 use crate::users::User;
@@ -58,7 +58,8 @@ pub struct Reply {
 }
 
 impl Reply {
-    fn into<T: DeserializeOwned>(self) -> Result<T, BoxError> {
+    /// The body as `T` if the status is a success, else the status and body as the error.
+    pub fn into_result<T: DeserializeOwned>(self) -> Result<T, BoxError> {
         if !self.status.is_success() {
             return Err(format!("HTTP {}: {}", self.status, self.body).into());
         }
@@ -120,13 +121,13 @@ impl ShopClient {
     pub async fn order(&self, id: &str) -> Result<Order, BoxError> {
         self.get(&self.endpoints.orders, &format!("/orders/{id}"))
             .await?
-            .into()
+            .into_result()
     }
 
     pub async fn order_stats(&self) -> Result<OrderStats, BoxError> {
         self.get(&self.endpoints.orders, "/orders/stats")
             .await?
-            .into()
+            .into_result()
     }
 
     pub async fn mails(&self, user_id: i64) -> Result<Vec<SentMail>, BoxError> {
@@ -135,7 +136,7 @@ impl ShopClient {
             &format!("/emails?user_id={user_id}"),
         )
         .await?
-        .into()
+        .into_result()
     }
 
     pub async fn notifications(&self, user_id: i64) -> Result<Vec<Notification>, BoxError> {
@@ -144,13 +145,22 @@ impl ShopClient {
             &format!("/notifications?user_id={user_id}"),
         )
         .await?
-        .into()
+        .into_result()
+    }
+
+    pub async fn decisions(&self, order_id: &str) -> Result<Vec<Decision>, BoxError> {
+        self.get(
+            &self.endpoints.inventory,
+            &format!("/inventory/decisions/{order_id}"),
+        )
+        .await?
+        .into_result()
     }
 
     pub async fn inventory(&self) -> Result<InventorySummary, BoxError> {
         self.get(&self.endpoints.inventory, "/inventory")
             .await?
-            .into()
+            .into_result()
     }
 
     /// Waits until the order is no longer `pending`.
@@ -247,7 +257,7 @@ pub async fn async_work(c: &ShopClient, checks: &mut Checks) -> Result<(), BoxEr
         reply.status == StatusCode::CREATED,
         format!("{} in {}", reply.status, ms(answered)),
     );
-    let user: User = reply.into()?;
+    let user: User = reply.into_result()?;
     let mails = eventually("the welcome mail", Duration::from_secs(30), || async {
         let m = c.mails(user.id).await?;
         Ok((!m.is_empty()).then_some(m))
@@ -274,7 +284,7 @@ pub async fn async_work(c: &ShopClient, checks: &mut Checks) -> Result<(), BoxEr
         notes.len() == 1,
         format!("\"{}\"", notes[0].text),
     );
-    let fetched: User = c.user(user.id).await?.into()?;
+    let fetched: User = c.user(user.id).await?.into_result()?;
     checks.check("GET /users/{id}", fetched == user, format!("{fetched:?}"));
 
     println!("   bad input:");
@@ -305,7 +315,7 @@ pub async fn async_work(c: &ShopClient, checks: &mut Checks) -> Result<(), BoxEr
 /// service, decided by the inventory service through events only.
 pub async fn decoupling(c: &ShopClient, checks: &mut Checks) -> Result<(), BoxError> {
     println!("\n2. Decoupling — orders and inventory only exchange events");
-    let placed: Order = c.place("book", 2).await?.into()?;
+    let placed: Order = c.place("book", 2).await?.into_result()?;
     checks.check(
         "order accepted as pending",
         placed.status == "pending",
@@ -317,7 +327,7 @@ pub async fn decoupling(c: &ShopClient, checks: &mut Checks) -> Result<(), BoxEr
         decided.status == "reserved" && decided.history == ["order.placed", "stock.reserved"],
         format!("{} via {}", decided.status, decided.history.join(" → ")),
     );
-    let unknown: Order = c.place("unicorn", 1).await?.into()?;
+    let unknown: Order = c.place("unicorn", 1).await?.into_result()?;
     let rejected = c.decided(&unknown.id, Duration::from_secs(30)).await?;
     checks.check(
         "unknown product rejected with a reason",

@@ -14,7 +14,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use eventbus::{BoxError, Context, Handle, Handler};
@@ -89,6 +90,17 @@ pub struct InventorySummary {
     pub rejected: i64,
     /// Orders decided more than once (must be 0: the inbox absorbs redeliveries).
     pub decided_twice: i64,
+}
+
+/// One decision taken for an order.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct Decision {
+    pub order_id: String,
+    pub product: String,
+    pub quantity: i64,
+    /// `reserved` or `rejected`.
+    pub outcome: String,
+    pub reason: Option<String>,
 }
 
 /// Reserves stock for an order, or rejects it with a reason.
@@ -217,11 +229,35 @@ impl InventoryService {
         }
     }
 
-    /// `GET /inventory`.
+    /// `GET /inventory`, `GET /inventory/decisions/{order_id}`.
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
             .route("/inventory", get(summary))
+            .route("/inventory/decisions/{order_id}", get(decisions))
             .with_state(Arc::clone(self))
+    }
+
+    /// The decisions taken for `order_id`, oldest first (one, normally).
+    pub async fn decisions(&self, order_id: &str) -> ApiResult<Vec<Decision>> {
+        with_db!(&self.db, |pool, _outbox, _inbox, DB| {
+            let rows: Vec<(String, String, i64, String, Option<String>)> =
+                eventbus::sqlx::query_as(&sql::<DB>(
+                    "SELECT order_id, product, quantity, outcome, reason FROM decisions WHERE order_id = $1 ORDER BY id",
+                ))
+                .bind(order_id)
+                .fetch_all(pool)
+                .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(order_id, product, quantity, outcome, reason)| Decision {
+                    order_id,
+                    product,
+                    quantity,
+                    outcome,
+                    reason,
+                })
+                .collect())
+        })
     }
 
     /// Stock and decisions.
@@ -266,4 +302,12 @@ impl InventoryService {
 
 async fn summary(State(svc): State<Arc<InventoryService>>) -> ApiResult<Json<InventorySummary>> {
     Ok(Json(svc.summary().await?))
+}
+
+async fn decisions(
+    State(svc): State<Arc<InventoryService>>,
+    order_id: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Vec<Decision>>> {
+    let Path(order_id) = order_id?;
+    Ok(Json(svc.decisions(&order_id).await?))
 }

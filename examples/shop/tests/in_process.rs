@@ -8,7 +8,8 @@ use eventbus::{Envelope, Publisher};
 use reqwest::StatusCode;
 use shop::app::{Shop, ShopConfig};
 use shop::demo::{self, eventually, ShopClient};
-use shop::events::UserRegistered;
+use shop::events::{OrderPlaced, StockRejected, StockReserved, UserRegistered};
+use shop::orders::Order;
 
 async fn start(dir: &tempfile::TempDir) -> Shop {
     Shop::start(ShopConfig {
@@ -157,4 +158,89 @@ async fn bad_registrations_write_nothing() {
     assert_eq!(bad_user_path.status, StatusCode::BAD_REQUEST);
     assert!(bad_user_path.body.get("error").is_some());
     shop.shutdown().await;
+}
+
+/// The same `OrderPlaced` delivered twice is decided once (the inventory's
+/// inbox), and the same `StockRejected` delivered twice is applied to the
+/// order once (the order service's inbox).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redelivered_order_events_are_applied_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let shop = start(&dir).await;
+    let client = ShopClient::new(shop.endpoints());
+    let transport = AmqpTransport::connect(&shop.broker.amqp_url())
+        .await
+        .unwrap();
+
+    // Inventory: one order id, the same envelope twice, then a marker of
+    // the same key (quantity 2), decided after both copies.
+    let order_id = format!("dup-{}", uuid::Uuid::now_v7());
+    let placed = OrderPlaced {
+        order_id: order_id.clone(),
+        product: "book".into(),
+        quantity: 1,
+    };
+    let once = Envelope::from_event(&placed).unwrap();
+    transport.publish(&once).await.unwrap();
+    transport.publish(&once).await.unwrap();
+    let marker = Envelope::from_event(&OrderPlaced {
+        quantity: 2,
+        ..placed
+    })
+    .unwrap();
+    transport.publish(&marker).await.unwrap();
+    let decisions = eventually("the marker's decision", Duration::from_secs(30), || async {
+        let d = client.decisions(&order_id).await?;
+        Ok(d.iter().any(|d| d.quantity == 2).then_some(d))
+    })
+    .await
+    .unwrap();
+    let quantities: Vec<i64> = decisions.iter().map(|d| d.quantity).collect();
+    assert_eq!(quantities, [1, 2], "{decisions:?}");
+
+    // Orders: a real order, decided; then one StockRejected twice and a
+    // StockReserved marker: the history shows each message once.
+    let order: Order = client.place("pen", 1).await.unwrap().into_result().unwrap();
+    client
+        .decided(&order.id, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let rejected = Envelope::from_event(&StockRejected {
+        order_id: order.id.clone(),
+        product: "pen".into(),
+        reason: "test".into(),
+    })
+    .unwrap();
+    transport.publish(&rejected).await.unwrap();
+    transport.publish(&rejected).await.unwrap();
+    let marker = Envelope::from_event(&StockReserved {
+        order_id: order.id.clone(),
+        product: "pen".into(),
+        quantity: 1,
+    })
+    .unwrap();
+    transport.publish(&marker).await.unwrap();
+    let history = eventually(
+        "the marker in the history",
+        Duration::from_secs(30),
+        || async {
+            let o = client.order(&order.id).await?;
+            Ok((o.history.len() >= 4
+                && o.history.last().map(String::as_str) == Some("stock.reserved"))
+            .then_some(o.history))
+        },
+    )
+    .await
+    .unwrap();
+    let _ = transport.close().await;
+    shop.shutdown().await;
+    assert_eq!(
+        history,
+        [
+            "order.placed",
+            "stock.reserved",
+            "stock.rejected",
+            "stock.reserved"
+        ]
+    );
 }
