@@ -1,4 +1,5 @@
-//! The registration flow from our domain, on the in-memory transport:
+//! The API in one file, in memory (no broker, no database; for those see
+//! `examples/shop`). The registration flow from our domain:
 //! `UserRegistered` is handled by an e-mail group and a notification group
 //! (each gets every event), `OrderPlaced` by an inventory group, keyed by
 //! order id so each order's events are handled in order.
