@@ -907,7 +907,7 @@ function queuesPage(root) {
       table.setRows(res.items || []);
       const from = res.item_count ? (res.page - 1) * res.page_size + 1 : 0;
       const to = from ? from + res.item_count - 1 : 0;
-      count.textContent = res.filtered_count === res.total_count ? `${fmtNum(from)}–${fmtNum(to)} of ${fmtNum(res.total_count)} queues` : `${fmtNum(from)}–${fmtNum(to)} of ${fmtNum(res.filtered_count)} matching (${fmtNum(res.total_count)} total)`;
+      count.textContent = !view.name ? `${fmtNum(from)}–${fmtNum(to)} of ${fmtNum(res.total_count)} queues` : `${fmtNum(from)}–${fmtNum(to)} of ${fmtNum(res.filtered_count)} matching (${fmtNum(res.total_count)} total)`;
       pageLabel.textContent = `page ${fmtNum(res.page)} of ${fmtNum(Math.max(1, res.page_count))}`;
       prev.disabled = view.page <= 1;
       next.disabled = view.page >= res.page_count;

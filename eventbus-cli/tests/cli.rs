@@ -75,6 +75,40 @@ impl Target {
         target
     }
 
+    /// Our broker (`eventbus-broker`), started in this process on free ports with its data in a
+    /// temporary folder; it lives as long as the target.
+    pub fn ours() -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = eventbus_broker::Config {
+            amqp_listen: ([127, 0, 0, 1], 0).into(),
+            management_listen: Some(([127, 0, 0, 1], 0).into()),
+            data_dir: dir.path().to_owned(),
+            ..eventbus_broker::Config::default()
+        };
+        let broker = runtime
+            .block_on(eventbus_broker::Broker::start(config))
+            .expect("start eventbus-broker");
+        let url = format!(
+            "http://{}",
+            broker.management_addr().expect("management listener")
+        );
+        let amqp_url = format!("amqp://guest:guest@{}", broker.amqp_addr());
+        Target {
+            url,
+            user: "guest".into(),
+            password: "guest".into(),
+            amqp_url,
+            has_move_extension: true,
+            // Dropped in this order: the broker's handle, its runtime (which stops it), the data.
+            keep_alive: Some(Box::new((broker, runtime, dir))),
+        }
+    }
+
     /// Runs `eventbus-admin --url … --user … --password … <args>`, environment defaults removed.
     pub fn run(&self, args: &[&str]) -> Output {
         self.run_as(&self.user, &self.password, args)
@@ -873,6 +907,7 @@ macro_rules! suite {
 }
 
 suite!(rabbitmq, Target::rabbitmq());
+suite!(ours, Target::ours());
 
 /// Nothing listens: exit code 2 and the URL named.
 #[test]

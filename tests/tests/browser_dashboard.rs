@@ -9,8 +9,11 @@
 //! `tests/browser/node_modules/playwright-core` (`npm ci` in tests/browser);
 //! fails loudly without them.
 
+#[path = "support/browser.rs"]
+mod browser;
+
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -62,26 +65,6 @@ impl Publisher for RefuseAll {
     }
 }
 
-fn require_tools(script: &Path) {
-    let node = std::process::Command::new("node").arg("--version").output();
-    assert!(
-        node.is_ok_and(|o| o.status.success()),
-        "node is required on PATH for the browser test"
-    );
-    assert!(
-        Path::new("/usr/bin/chromium").exists(),
-        "/usr/bin/chromium is required for the browser test (apt-get install -y chromium)"
-    );
-    let pw = script
-        .with_file_name("node_modules")
-        .join("playwright-core");
-    assert!(
-        pw.exists(),
-        "{} is required for the browser test (npm ci in tests/browser)",
-        pw.display()
-    );
-}
-
 /// Polls `f` until it is true (10 s deadline).
 async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut f: impl FnMut() -> F) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -93,8 +76,8 @@ async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut f: im
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_in_the_browser() {
-    let script: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser/dashboard.mjs");
-    require_tools(&script);
+    let script = browser::script("dashboard.mjs");
+    browser::require_tools(&script, &["playwright-core"]);
 
     let dir = tempfile::tempdir().unwrap();
     let pool = SqlitePoolOptions::new()
@@ -170,26 +153,17 @@ async fn dashboard_in_the_browser() {
     let base = format!("http://{}/eventbus", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let screenshots = std::env::var_os("SCREENSHOT_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| dir.path().join("screenshots"));
-    let run = tokio::process::Command::new("node")
-        .arg(&script)
-        .env("BASE_URL", &base)
-        .env("SCREENSHOT_DIR", &screenshots)
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(120), run)
-        .await
-        .expect("the browser test finished within 120 s")
-        .expect("node runs");
+    let screenshots = browser::screenshot_dir("dashboard");
+    let out = browser::run_node(
+        &script,
+        &[
+            ("BASE_URL", base.clone()),
+            ("SCREENSHOT_DIR", screenshots.display().to_string()),
+        ],
+        Duration::from_secs(120),
+    )
+    .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "browser test failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
     assert!(stdout.contains("dashboard browser test passed"), "{stdout}");
     assert!(screenshots.join("dashboard.png").exists());
     assert!(screenshots.join("dashboard-after-actions.png").exists());

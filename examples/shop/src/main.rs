@@ -86,6 +86,9 @@ enum Command {
         /// AMQP address (RabbitMQ keeps 5672).
         #[arg(long, default_value = "127.0.0.1:0")]
         amqp_listen: SocketAddr,
+        /// Management HTTP API and web UI address (a free port by default).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        management_listen: SocketAddr,
     },
     /// Starts the whole set as child processes: a broker (unless
     /// `--broker-url`), each service, two inventory-service instances.
@@ -165,14 +168,21 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             svc.shutdown().await;
             Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Broker { amqp_listen }) => {
+        Some(Command::Broker {
+            amqp_listen,
+            management_listen,
+        }) => {
             let broker = EmbeddedBroker::start_with(eventbus_broker::Config {
                 amqp_listen,
+                management_listen: Some(management_listen),
                 data_dir: cli.data_dir.join("broker"),
                 ..eventbus_broker::Config::default()
             })
             .await?;
             println!("{READY} broker {}", broker.amqp_url());
+            if let Some(management) = broker.management_url() {
+                println!("shop: broker management UI and HTTP API at {management} (guest/guest)");
+            }
             stop_signal().await?;
             broker.shutdown().await;
             Ok(ExitCode::SUCCESS)
@@ -282,6 +292,9 @@ async fn in_process(cli: &Cli) -> Result<ExitCode, BoxError> {
         shop.broker.amqp_url(),
         shop.data_dir.join("broker").display()
     );
+    if let Some(management) = shop.broker.management_url() {
+        println!("  management {management}   (the broker's web UI and RabbitMQ-compatible HTTP API; guest/guest)");
+    }
     println!(
         "  databases  {}/<service>.db   (SQLite, one per service, each with its outbox and inbox)",
         shop.data_dir.display()
