@@ -150,6 +150,16 @@ async fn prometheus_endpoint_reports_handlers_relay_outbox_and_inbox() {
             ..RelayConfig::default()
         })
         .spawn();
+    // The bus is idle until the relay has published: wait for an empty
+    // outbox first, then for the handlers.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while outbox.stats().await.unwrap().backlog > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the relay did not empty the outbox"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     bus.wait_idle(Duration::from_secs(10)).await.unwrap();
     assert_eq!(first_tries.load(Ordering::SeqCst), 1);
 
