@@ -615,6 +615,32 @@ pub mod amqp {
         existing_exchange_without_alternate_exchange_is_accepted(uri).await;
         dead_instance_partitions_are_taken_over(uri).await;
         partitions_share_keys_evenly(uri).await;
+        close_during_a_rebalance_succeeds(uri).await;
+    }
+
+    /// `close` right after a partitioned subscription is dropped, while its
+    /// balancer may still be opening channels: the connection closes and
+    /// `close` says so (a late `channel.open-ok` is not an error of it).
+    /// Repeated with the close at different points of the balancer's round.
+    pub async fn close_during_a_rebalance_succeeds(uri: &str) {
+        for round in 0..40u64 {
+            let mut config = isolated_config(uri);
+            config.rebalance_interval = Duration::from_millis(1);
+            let t = connect(config).await;
+            let (group, event) = (unique("g-close"), unique("ev.close"));
+            let sub = t
+                .subscribe(SubscriptionSpec::new(&group, [event.as_str()]).partitions(8))
+                .await
+                .expect("subscribe");
+            // Let the balancer get to a different point of its round each time.
+            for _ in 0..round {
+                tokio::task::yield_now().await;
+            }
+            drop(sub);
+            t.close()
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: close during a rebalance: {e}"));
+        }
     }
 
     /// 1000 keys over 8 partitions: no partition queue gets more than

@@ -204,6 +204,16 @@ fn unavailable(e: lapin::Error) -> TransportError {
     TransportError::Unavailable(Box::new(e))
 }
 
+/// Whether `e`, returned by `Connection::close`, still means the connection
+/// is closed: a reply for a channel that the close had already put in
+/// `Closing`, or a connection that was closed before.
+fn closed_anyway(e: &lapin::Error) -> bool {
+    matches!(
+        e.kind(),
+        lapin::ErrorKind::InvalidChannelState(..) | lapin::ErrorKind::InvalidConnectionState(..)
+    )
+}
+
 /// A declaration's failure: the broker's refusal (an AMQP error reply:
 /// access refused, inequivalent arguments, …) is final and names `what`
 /// was refused; anything else (connection lost) is [`unavailable`].
@@ -396,6 +406,12 @@ impl AmqpTransport {
 
     /// Closes the connection and stops reconnecting (unacked deliveries
     /// return to their queues).
+    ///
+    /// A channel operation still in flight when the close starts (a
+    /// partition balancer opening a channel just as its subscription is
+    /// dropped, say) makes lapin report the late reply as an invalid channel
+    /// state; the connection is closed all the same, so that is not an error
+    /// of `close`. Errors that leave the outcome in doubt (I/O) are returned.
     pub async fn close(&self) -> Result<(), TransportError> {
         self.inner.closed.store(true, AtomicOrdering::SeqCst);
         let link = self
@@ -404,13 +420,14 @@ impl AmqpTransport {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        match link {
-            Some(link) => link
-                .connection
-                .close(200, "bye".into())
-                .await
-                .map_err(unavailable),
-            None => Ok(()),
+        let Some(link) = link else { return Ok(()) };
+        match link.connection.close(200, "bye".into()).await {
+            Ok(()) => Ok(()),
+            Err(e) if closed_anyway(&e) => {
+                tracing::debug!(error = %e, "AMQP connection closed while an operation was in flight");
+                Ok(())
+            }
+            Err(e) => Err(unavailable(e)),
         }
     }
 
