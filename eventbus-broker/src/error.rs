@@ -33,6 +33,9 @@ pub struct AmqpError {
     pub text: String,
     /// Close the connection rather than the channel.
     pub connection: bool,
+    /// `(class id, method id)` of the method that caused it (`(0, 0)`:
+    /// none), sent in `connection.close` / `channel.close`.
+    pub cause: (u16, u16),
 }
 
 impl AmqpError {
@@ -42,7 +45,16 @@ impl AmqpError {
             code,
             text: text.into(),
             connection: code.is_hard(),
+            cause: (0, 0),
         }
+    }
+
+    /// Record the method that caused it, unless one is recorded already.
+    pub fn caused_by(mut self, class_id: u16, method_id: u16) -> Self {
+        if self.cause == (0, 0) {
+            self.cause = (class_id, method_id);
+        }
+        self
     }
 
     /// Force connection scope.

@@ -121,6 +121,17 @@ impl Channel {
         }
     }
 
+    /// `given`, or the queue most recently declared on this channel when
+    /// `given` is empty (404 when none was).
+    fn queue_name(&self, given: &str) -> Result<String, AmqpError> {
+        if !given.is_empty() {
+            return Ok(given.to_owned());
+        }
+        self.last_queue
+            .clone()
+            .ok_or_else(|| AmqpError::new(ReplyCode::NotFound, "no previously declared queue"))
+    }
+
     fn kick_consumers(&self, s: &mut Session<'_>) {
         for c in self.consumers.values() {
             s.kick.insert(Arc::clone(&c.queue));
@@ -283,6 +294,7 @@ impl Channel {
                         )
                     })
                     .ok_or_else(|| vhost_gone(s))??;
+                self.last_queue = Some(info.name.to_string());
                 if !d.nowait {
                     s.out.method(
                         id,
@@ -295,13 +307,19 @@ impl Channel {
                 }
             }
             queue::AMQPMethod::Bind(b) => {
-                let dest = Dest::Queue(b.queue.to_string());
+                let queue = self.queue_name(b.queue.as_str())?;
+                // Both empty: the routing key is the queue's name (§1.7.2.3).
+                let key = if b.queue.as_str().is_empty() && b.routing_key.as_str().is_empty() {
+                    queue.clone()
+                } else {
+                    b.routing_key.to_string()
+                };
                 change_binding(
                     s,
                     Binding::Add,
                     b.exchange.as_str(),
-                    dest,
-                    b.routing_key.as_str(),
+                    Dest::Queue(queue),
+                    &key,
                     b.arguments,
                 )?;
                 if !b.nowait {
@@ -312,13 +330,18 @@ impl Channel {
                 }
             }
             queue::AMQPMethod::Unbind(b) => {
-                let dest = Dest::Queue(b.queue.to_string());
+                let queue = self.queue_name(b.queue.as_str())?;
+                let key = if b.queue.as_str().is_empty() && b.routing_key.as_str().is_empty() {
+                    queue.clone()
+                } else {
+                    b.routing_key.to_string()
+                };
                 change_binding(
                     s,
                     Binding::Remove,
                     b.exchange.as_str(),
-                    dest,
-                    b.routing_key.as_str(),
+                    Dest::Queue(queue),
+                    &key,
                     b.arguments,
                 )?;
                 s.out.method(
@@ -327,12 +350,11 @@ impl Channel {
                 );
             }
             queue::AMQPMethod::Purge(p) => {
-                s.check(Access::Read, "queue", p.queue.as_str())?;
+                let queue = self.queue_name(p.queue.as_str())?;
+                s.check(Access::Read, "queue", &queue)?;
                 let n = s
                     .core
-                    .with_vhost(s.vhost, |vh, ctx| {
-                        vh.purge_queue(p.queue.as_str(), conn, ctx)
-                    })
+                    .with_vhost(s.vhost, |vh, ctx| vh.purge_queue(&queue, conn, ctx))
                     .ok_or_else(|| vhost_gone(s))??;
                 if !p.nowait {
                     s.out.method(
@@ -344,11 +366,12 @@ impl Channel {
                 }
             }
             queue::AMQPMethod::Delete(d) => {
-                s.check(Access::Configure, "queue", d.queue.as_str())?;
+                let queue = self.queue_name(d.queue.as_str())?;
+                s.check(Access::Configure, "queue", &queue)?;
                 let n = s
                     .core
                     .with_vhost(s.vhost, |vh, ctx| {
-                        vh.delete_queue(d.queue.as_str(), d.if_unused, d.if_empty, conn, ctx)
+                        vh.delete_queue(&queue, d.if_unused, d.if_empty, conn, ctx)
                     })
                     .ok_or_else(|| vhost_gone(s))??;
                 if !d.nowait {
@@ -419,6 +442,7 @@ impl Channel {
                     self.reply_queue = Some(name.clone());
                     c.queue = name.into();
                 } else {
+                    c.queue = self.queue_name(c.queue.as_str())?.into();
                     s.check(Access::Read, "queue", c.queue.as_str())?;
                 }
                 let tag = if c.consumer_tag.as_str().is_empty() {
@@ -504,7 +528,8 @@ impl Channel {
                     body: BytesMut::new(),
                 });
             }
-            basic::AMQPMethod::Get(g) => {
+            basic::AMQPMethod::Get(mut g) => {
+                g.queue = self.queue_name(g.queue.as_str())?.into();
                 s.check(Access::Read, "queue", g.queue.as_str())?;
                 let got = s
                     .core

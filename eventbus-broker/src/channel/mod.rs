@@ -135,6 +135,10 @@ pub struct Channel {
     tx: Option<Vec<TxOp>>,
     /// The hidden queue behind direct reply-to (`amq.rabbitmq.reply-to`), once consumed.
     reply_queue: Option<String>,
+    /// The queue most recently declared on this channel: an empty queue name
+    /// in bind, unbind, consume, get, purge and delete stands for it (AMQP
+    /// 0-9-1 §1.7.2.1, as RabbitMQ does).
+    last_queue: Option<String>,
     /// What the management API shows about this channel.
     pub info: Arc<crate::model::stats::ChannelInfo>,
 }
@@ -161,6 +165,7 @@ impl Channel {
             publish_seq: 0,
             tx: None,
             reply_queue: None,
+            last_queue: None,
             info: Arc::default(),
         }
     }

@@ -482,8 +482,8 @@ impl Connection {
             AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
                 reply_code: e.code.code(),
                 reply_text: e.reply_text().into(),
-                class_id: 0,
-                method_id: 0,
+                class_id: e.cause.0,
+                method_id: e.cause.1,
             })),
         );
     }
@@ -1027,10 +1027,10 @@ impl Connection {
                 }
                 match *m {
                     AMQPClass::Channel(channel::AMQPMethod::Open(_)) => {
-                        return Err(ConnErr::Exception(AmqpError::new(
-                            ReplyCode::ChannelError,
-                            "second 'channel.open' seen",
-                        )));
+                        return Err(ConnErr::Exception(
+                            AmqpError::new(ReplyCode::ChannelError, "second 'channel.open' seen")
+                                .caused_by(c, mm),
+                        ));
                     }
                     AMQPClass::Channel(channel::AMQPMethod::Close(_)) => {
                         ch.cleanup(&mut s);
@@ -1045,10 +1045,13 @@ impl Connection {
                     }
                     AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) => return Ok(()),
                     AMQPClass::Connection(_) => {
-                        return Err(ConnErr::Exception(AmqpError::new(
-                            ReplyCode::CommandInvalid,
-                            format!("connection method {c}/{mm} on channel {chan}"),
-                        )));
+                        return Err(ConnErr::Exception(
+                            AmqpError::new(
+                                ReplyCode::CommandInvalid,
+                                format!("connection method {c}/{mm} on channel {chan}"),
+                            )
+                            .caused_by(c, mm),
+                        ));
                     }
                     m => {
                         let r = ch.handle_method(&mut s, m);
@@ -1066,7 +1069,7 @@ impl Connection {
         };
         match result {
             Ok(()) => Ok(()),
-            Err(e) if e.connection => Err(ConnErr::Exception(e)),
+            Err(e) if e.connection => Err(ConnErr::Exception(e.caused_by(class_id, method_id))),
             Err(e) => {
                 tracing::debug!(conn = self.id, channel = chan, code = e.code.code(), text = %e.text, "channel exception");
                 ch.fail(&mut s);

@@ -10,6 +10,7 @@ mod durability_definitions;
 mod errors;
 mod handshake;
 mod permissions;
+mod protocol_gaps;
 mod publish_consume;
 mod qos;
 mod routing;

@@ -11,6 +11,7 @@ use eventbus_broker::{Broker, Config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+mod close_ids;
 mod confirms;
 mod fuzzish;
 mod oracle;
@@ -146,6 +147,34 @@ impl Raw {
             matches!(*m, AMQPClass::Channel(channel::AMQPMethod::OpenOk(_))),
             "{m:?}"
         );
+    }
+
+    /// Read until a close arrives and return it whole: `(channel, reply
+    /// code, class id, method id)` (`None` at EOF). A connection.close is
+    /// answered with close-ok.
+    pub async fn close_frame(&mut self) -> Option<(u16, u16, u16, u16)> {
+        for _ in 0..50 {
+            let Frame::Method(ch, m) = self.read().await? else {
+                continue;
+            };
+            match *m {
+                AMQPClass::Connection(connection::AMQPMethod::Close(c)) => {
+                    self.send(&method(
+                        0,
+                        AMQPClass::Connection(connection::AMQPMethod::CloseOk(
+                            connection::CloseOk {},
+                        )),
+                    ))
+                    .await;
+                    return Some((0, c.reply_code, c.class_id, c.method_id));
+                }
+                AMQPClass::Channel(channel::AMQPMethod::Close(c)) => {
+                    return Some((ch, c.reply_code, c.class_id, c.method_id))
+                }
+                _ => {}
+            }
+        }
+        None
     }
 
     /// Read until a close arrives (skipping heartbeats and other frames).
