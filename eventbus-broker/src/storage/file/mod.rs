@@ -144,6 +144,7 @@ fn store_err(kind: io::ErrorKind, msg: &str) -> StoreError {
 
 impl FileStore {
     /// Open (or create) a store in `dir`, recovering its contents: torn tails are truncated,
+    /// damaged records in the middle of a file skipped alone,
     /// acked messages dropped, fully-acked segments deleted. Starts the syncer thread.
     ///
     /// # Errors
@@ -152,6 +153,13 @@ impl FileStore {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir)?;
         let rec = recovery::recover(&dir)?;
+        if rec.truncated + rec.skipped > 0 {
+            tracing::warn!(
+                truncated = rec.truncated,
+                skipped = rec.skipped,
+                "store recovery: torn tails truncated, damaged records skipped"
+            );
+        }
         let head_no = rec.max_no + 1;
         let mut segments = rec.segments;
         segments.insert(head_no, Segment::create(&dir, head_no)?);

@@ -2,8 +2,11 @@
 //!
 //! For each segment (ascending): a valid `.idx` (checksum, generation and length match) is
 //! loaded without touching message bodies; otherwise the segment is scanned record by record,
-//! verifying checksums, and truncated at the first torn or corrupt record (a crash mid-write
-//! leaves a torn tail). The ack file is read the same way. Every (queue, id) neither acked
+//! verifying checksums. A damaged record with intact records after it is skipped alone (the
+//! scan resynchronises on the next offset where a chain of records with valid lengths, types
+//! and CRCs starts), so corruption in the middle never costs a confirmed neighbour; a torn or
+//! corrupt tail with nothing intact after it (a crash mid-write) is truncated. The ack file
+//! (fixed-size records) is read the same way. Every (queue, id) neither acked
 //! nor dropped becomes live; segments with nothing live are deleted, scanned ones get an index.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -30,6 +33,8 @@ pub(crate) struct Recovered {
     pub max_no: u64,
     /// Torn or corrupt tails truncated (segment and ack files).
     pub truncated: u64,
+    /// Damaged records skipped in the middle of a file (segment and ack files).
+    pub skipped: u64,
 }
 
 /// Result of scanning a segment file.
@@ -38,6 +43,8 @@ struct Scan {
     refs: Vec<QueueKey>,
     index: SegIndex,
     valid_len: u64,
+    /// Damaged records skipped before intact ones.
+    skipped: u64,
 }
 
 fn corrupt(msg: String) -> StoreError {
@@ -58,36 +65,61 @@ fn scan_segment(file: &File, no: u64) -> Result<Option<Scan>, StoreError> {
     }
     let mut refs = Vec::new();
     let mut index = SegIndex::default();
+    let mut skipped = 0;
     let mut pos = FILE_HEADER_LEN;
     while pos < data.len() {
-        match records::parse_record(&data[pos..]) {
-            Parsed::Record(REC_QDEF, payload, total) => {
-                let Some((r, vhost, queue)) = records::parse_qdef(payload) else {
-                    break;
-                };
-                if r as usize != refs.len() {
-                    break;
+        let why = match records::parse_record(&data[pos..]) {
+            Parsed::Record(REC_QDEF, payload, total) => match records::parse_qdef(payload) {
+                // A reference defined after a lost one: the lost ones stay unknown (their
+                // messages cannot be placed and are skipped below).
+                Some((r, vhost, queue)) if r as usize >= refs.len() => {
+                    while refs.len() < r as usize {
+                        refs.push(lost_ref(refs.len()));
+                    }
+                    refs.push(QueueKey { vhost, queue });
+                    pos += total;
+                    continue;
                 }
-                refs.push(QueueKey { vhost, queue });
-                pos += total;
-            }
+                _ => "malformed queue reference".to_owned(),
+            },
             Parsed::Record(ty, payload, total) if records::is_msg(ty) => {
-                let Some((pairs, meta)) = records::parse_msg_head(ty, payload) else {
-                    break;
-                };
-                let len = u32::try_from(total).unwrap_or(u32::MAX);
-                index.push(pos as u64, len, &pairs, meta);
-                pos += total;
+                match records::parse_msg_head(ty, payload) {
+                    Some((pairs, meta)) => {
+                        let known: Vec<(u32, u64)> = pairs
+                            .iter()
+                            .copied()
+                            .filter(|(r, _)| refs.get(*r as usize).is_some_and(|k| !is_lost(k)))
+                            .collect();
+                        if known.len() < pairs.len() {
+                            tracing::warn!(
+                                segment = no,
+                                offset = pos,
+                                "message of a lost queue reference skipped"
+                            );
+                        }
+                        if !known.is_empty() {
+                            let len = u32::try_from(total).unwrap_or(u32::MAX);
+                            index.push(pos as u64, len, &known, meta);
+                        }
+                        pos += total;
+                        continue;
+                    }
+                    None => "malformed message".to_owned(),
+                }
             }
-            Parsed::Record(ty, _, _) => {
-                tracing::warn!(segment = no, offset = pos, ty, "unknown record type");
-                break;
+            Parsed::Record(ty, _, _) => format!("unknown record type {ty}"),
+            Parsed::Incomplete => "incomplete record".to_owned(),
+            Parsed::Corrupt(why) => why,
+        };
+        // A torn tail (a crash mid-write) or a damaged record with intact records after it:
+        // skip only the damaged bytes, never the confirmed records behind them.
+        match resync(&data, pos) {
+            Some(next) => {
+                tracing::warn!(segment = no, offset = pos, next, %why, "skipping corrupt record");
+                skipped += 1;
+                pos = next;
             }
-            Parsed::Incomplete => break,
-            Parsed::Corrupt(why) => {
-                tracing::warn!(segment = no, offset = pos, %why, "corrupt record");
-                break;
-            }
+            None => break,
         }
     }
     Ok(Some(Scan {
@@ -95,7 +127,70 @@ fn scan_segment(file: &File, no: u64) -> Result<Option<Scan>, StoreError> {
         refs,
         index,
         valid_len: pos as u64,
+        skipped,
     }))
+}
+
+/// How many records must follow a resynchronisation point intact (unless the file ends
+/// first) before it is believed: a false match needs a length, a known type and a CRC-32
+/// that all fit by chance, this many times in a row.
+const RESYNC_CHAIN: usize = 3;
+
+/// The offset of the first record after the damaged one at `pos` from which intact records
+/// run on ([`RESYNC_CHAIN`] of them, or to the end of the file); `None` when nothing intact
+/// follows (a torn tail, truncated by the caller).
+///
+/// The record's own length is tried first (a flipped bit in a body leaves it intact), then
+/// every later offset.
+fn resync(data: &[u8], pos: usize) -> Option<usize> {
+    let by_len = data.get(pos..pos + 4).map(|b| {
+        pos + records::REC_PREFIX_LEN
+            + u32::from_le_bytes(b.try_into().unwrap_or_default()) as usize
+    });
+    if let Some(next) = by_len.filter(|n| *n < data.len() && *n > pos) {
+        if chain_holds(data, next) {
+            return Some(next);
+        }
+    }
+    (pos + 1..data.len()).find(|&p| chain_holds(data, p))
+}
+
+/// Whether intact records start at `p`: [`RESYNC_CHAIN`] of them, or all up to the end.
+fn chain_holds(data: &[u8], mut p: usize) -> bool {
+    for _ in 0..RESYNC_CHAIN {
+        if p == data.len() {
+            return true;
+        }
+        // Cheap checks first: most offsets fail on the length or the type byte.
+        let Some(head) = data.get(p..p + records::REC_PREFIX_LEN + 1) else {
+            return false;
+        };
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let ty = head[records::REC_PREFIX_LEN];
+        if len == 0 || p + records::REC_PREFIX_LEN + len > data.len() {
+            return false;
+        }
+        if ty != REC_QDEF && !records::is_msg(ty) {
+            return false;
+        }
+        match records::parse_record(&data[p..]) {
+            Parsed::Record(_, _, total) => p += total,
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Stands in for a queue reference whose definition record was lost to corruption.
+fn lost_ref(r: usize) -> QueueKey {
+    QueueKey {
+        vhost: String::new(),
+        queue: format!("\0lost-ref-{r}"),
+    }
+}
+
+fn is_lost(k: &QueueKey) -> bool {
+    k.vhost.is_empty() && k.queue.starts_with("\0lost-ref-")
 }
 
 /// Acks and drops of one segment, plus the ack file (if any) and its valid length.
@@ -104,6 +199,7 @@ struct Acks {
     dropped: HashSet<u32>,
     file: Option<(File, u64)>,
     truncated: bool,
+    skipped: u64,
 }
 
 fn read_acks(dir: &Path, no: u64) -> Result<Acks, StoreError> {
@@ -112,6 +208,7 @@ fn read_acks(dir: &Path, no: u64) -> Result<Acks, StoreError> {
         dropped: HashSet::new(),
         file: None,
         truncated: false,
+        skipped: 0,
     };
     let path = ack_path(dir, no);
     let Ok(file) = OpenOptions::new().read(true).write(true).open(&path) else {
@@ -135,6 +232,12 @@ fn read_acks(dir: &Path, no: u64) -> Result<Acks, StoreError> {
             }
             Some((ACK_DROP, r, _)) => {
                 acks.dropped.insert(r);
+            }
+            // A damaged record with whole records after it: skip it alone (its ack is lost,
+            // so that message comes back — never a neighbour's).
+            _ if pos + 2 * ACK_REC_LEN <= data.len() => {
+                tracing::warn!(segment = no, at = pos, "skipping corrupt ack record");
+                acks.skipped += 1;
             }
             _ => break,
         }
@@ -205,6 +308,7 @@ fn recover_segment(dir: &Path, no: u64, out: &mut Recovered) -> Result<(), Store
                 out.truncated += 1;
                 return Ok(());
             };
+            out.skipped += scan.skipped;
             if scan.valid_len < file_len {
                 tracing::warn!(
                     segment = no,
@@ -223,6 +327,7 @@ fn recover_segment(dir: &Path, no: u64, out: &mut Recovered) -> Result<(), Store
     if acks.truncated {
         out.truncated += 1;
     }
+    out.skipped += acks.skipped;
     let mut seg = Segment {
         no,
         generation,
