@@ -188,10 +188,13 @@ async fn per_consumer_and_per_channel_prefetch_combine() {
         .ack(BasicAckOptions::default())
         .await
         .unwrap();
-    tokio::select! {
-        d = a.next() => assert_eq!(d.unwrap().unwrap().data, b"2"),
-        d = bc.next() => assert_eq!(d.unwrap().unwrap().data, b"2"),
-        _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => panic!("no delivery after the ack"),
-    }
+    let next = timeout(async {
+        tokio::select! {
+            d = a.next() => d,
+            d = bc.next() => d,
+        }
+    })
+    .await;
+    assert_eq!(next.unwrap().unwrap().data, b"2");
     assert_eq!(ready(&pubch, "qa").await + ready(&pubch, "qb").await, 15);
 }
