@@ -35,20 +35,6 @@ fn d(q: &str, reason: &str, count: i64) -> (String, String, i64) {
     (q.to_owned(), reason.to_owned(), count)
 }
 
-async fn count(ch: &Channel, q: &str) -> u32 {
-    ch.queue_declare(
-        ss(q),
-        QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap()
-    .message_count()
-}
-
 async fn bind(ch: &Channel, q: &str, ex: &str, key: &str) {
     ch.queue_bind(
         ss(q),

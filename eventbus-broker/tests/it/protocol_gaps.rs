@@ -19,20 +19,6 @@ async fn publish_confirmed(ch: &Channel, exchange: &str, rk: &str, body: &[u8]) 
     .unwrap();
 }
 
-async fn ready(ch: &Channel, q: &str) -> u32 {
-    ch.queue_declare(
-        ss(q),
-        QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap()
-    .message_count()
-}
-
 #[tokio::test]
 async fn empty_queue_name_means_the_last_declared_queue() {
     let b = TestBroker::start().await;
@@ -65,7 +51,7 @@ async fn empty_queue_name_means_the_last_declared_queue() {
     publish_confirmed(&ch, "amq.direct", "k", b"by key").await;
     publish_confirmed(&ch, "amq.direct", &q, b"by name").await;
     assert_eq!(get(&ch, "").await.as_deref(), Some("by key"));
-    assert_eq!(ready(&ch, &q).await, 1);
+    assert_eq!(count(&ch, &q).await, 1);
     publish_confirmed(&ch, "amq.direct", "k", b"more").await;
     let purged = ch
         .queue_purge(ss(""), QueuePurgeOptions::default())
@@ -94,7 +80,7 @@ async fn empty_queue_name_means_the_last_declared_queue() {
         .await
         .unwrap();
     publish_confirmed(&ch, "amq.direct", "k", b"unrouted").await;
-    assert_eq!(ready(&ch, &q).await, 0);
+    assert_eq!(count(&ch, &q).await, 0);
     let deleted = ch
         .queue_delete(ss(""), QueueDeleteOptions::default())
         .await
@@ -174,14 +160,14 @@ async fn per_consumer_and_per_channel_prefetch_combine() {
         .unwrap();
     let from_b = timeout(bc.next()).await.unwrap().unwrap();
     // a: its own limit of 2; b: what is left of the channel's 3
-    assert_eq!(ready(&pubch, "qa").await, 8);
-    assert_eq!(ready(&pubch, "qb").await, 9);
+    assert_eq!(count(&pubch, "qa").await, 8);
+    assert_eq!(count(&pubch, "qb").await, 9);
     // an ack on b frees a channel slot; a is at its own limit: b takes it
     from_b.ack(BasicAckOptions::default()).await.unwrap();
     let b2 = timeout(bc.next()).await.unwrap().unwrap();
     assert_eq!(b2.data, b"1");
-    assert_eq!(ready(&pubch, "qa").await, 8);
-    assert_eq!(ready(&pubch, "qb").await, 8);
+    assert_eq!(count(&pubch, "qa").await, 8);
+    assert_eq!(count(&pubch, "qb").await, 8);
     // an ack on a: one more delivery, to a or b (both have room)
     first
         .remove(0)
@@ -196,5 +182,5 @@ async fn per_consumer_and_per_channel_prefetch_combine() {
     })
     .await;
     assert_eq!(next.unwrap().unwrap().data, b"2");
-    assert_eq!(ready(&pubch, "qa").await + ready(&pubch, "qb").await, 15);
+    assert_eq!(count(&pubch, "qa").await + count(&pubch, "qb").await, 15);
 }

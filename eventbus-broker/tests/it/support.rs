@@ -179,3 +179,18 @@ pub async fn timeout<F: std::future::Future>(f: F) -> F::Output {
         .await
         .expect("timed out")
 }
+
+/// Ready messages in `q` (a passive declare).
+pub async fn count(ch: &Channel, q: &str) -> u32 {
+    ch.queue_declare(
+        ss(q),
+        QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap()
+    .message_count()
+}
